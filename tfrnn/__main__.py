@@ -1,0 +1,3 @@
+from tfrnn.cli import main
+
+main()

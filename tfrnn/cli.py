@@ -1,0 +1,164 @@
+"""The ``tfrnn`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tfrnn.config import CELLS, OPTIMIZERS, PRESET_DEFAULTS, PRESETS, TrainConfig
+from tfrnn.errors import Interrupted, TfrnnError
+from tfrnn.rundir import DEFAULT_ROOT, RunPaths
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow without its C++ start-up chatter, unless the user set a log level.
+
+    The CUDA-stub lines are written to file descriptor 2 before TensorFlow's own logging
+    is set up, so they are only hidden by pointing that descriptor away during the import.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        import tensorflow  # noqa: F401
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class TfrnnGroup(click.Group):
+    """Reports every user error as one line on stderr, without a traceback."""
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"tfrnn: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except TfrnnError as exc:
+            click.echo(f"tfrnn: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("tfrnn: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+
+@click.group(cls=TfrnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tfrnn")
+def cli() -> None:
+    """Character-level recurrent language models (SimpleRNN, GRU, LSTM) with TensorFlow/Keras.
+
+    Train with `tfrnn fit`; every command has its own --help.
+    """
+
+
+def _hw4(key: str) -> str:
+    return f"hw4: {PRESET_DEFAULTS['hw4'][key]}, book: {PRESET_DEFAULTS['book'][key]}"
+
+
+@cli.command()
+@click.option("--cell", type=click.Choice(CELLS), default="gru", show_default=True,
+              help="Recurrent cell: SimpleRNN, GRU or LSTM.")
+@click.option("--units", type=int, default=32, show_default=True, help="Hidden units per layer.")
+@click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--dropout", type=float, default=None,
+              help="Dropout between stacked layers, in [0, 1).  [default: 0.5 for stacks, else 0]")
+@click.option("--embedding", type=int, default=None,
+              help="Learn an embedding of this size instead of the one-hot input of the study.")
+@click.option("--preset", type=click.Choice(PRESETS), default="hw4", show_default=True,
+              help="hw4: the study's protocol (15,000 overlapping windows of the book's start). "
+                   "book: the whole text split 90/5/5 into train/validation/test.")
+@click.option("--epochs", type=int, default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate.  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, 2 for stacks; "
+                   "Adam: 0.003]")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+              help=f"Optimizer.  [{_hw4('optimizer')}]")
+@click.option("--batch-size", type=int, default=None, help=f"Sequences per batch.  [{_hw4('batch_size')}]")
+@click.option("--num-steps", type=int, default=None,
+              help=f"Characters per training sequence.  [{_hw4('num_steps')}]")
+@click.option("--clip", type=float, default=None,
+              help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed repeats a run.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A UTF-8 text file to train on.  [default: The Time Machine, downloaded "
+                   "once and checked against its SHA-1, or $TFRNN_DATA if set]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder to write.  [default: saved_models/NAME, e.g. saved_models/gru-32]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its last completed epoch.")
+@click.option("--tensorboard", type=click.Path(path_type=Path), default=None,
+              help="Write TensorBoard logs to this folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
+def fit(cell, units, layers, dropout, embedding, preset, epochs, lr, optimizer, batch_size,
+        num_steps, clip, seed, data, out, overwrite, resume, tensorboard, quiet) -> None:
+    """Train a model, report its perplexity and write its run folder.
+
+    The folder (saved_models/NAME unless --out) holds model.keras, vocab.json,
+    history.csv, metrics.json and curves.png. It appears only when training finished;
+    an interrupted run is continued with the same command plus --resume.
+
+    \b
+    Examples:
+      tfrnn fit --cell lstm --units 128
+      tfrnn fit --cell gru --units 32 --layers 3 --epochs 10
+      tfrnn fit --preset book --cell lstm --units 256 --embedding 64
+    """
+    config = TrainConfig.resolve(
+        preset, cell=cell, units=units, layers=layers, dropout=dropout, embedding=embedding,
+        epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
+        num_steps=num_steps, clip=clip, seed=seed,
+    )
+    paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
+    paths.check(overwrite=overwrite, resume=resume)
+    _import_tensorflow_quietly()
+    from tfrnn.experiment import run_training
+
+    click.echo(
+        f"training {config.name}: {config.optimizer} lr {config.lr:g}, {config.epochs} epochs, "
+        f"batch {config.batch_size} x {config.num_steps} steps, clip {config.clip or 'off'}, "
+        f"seed {config.seed}"
+    )
+    try:
+        m = run_training(config, paths, data=data, resume=resume, overwrite=overwrite,
+                         tensorboard=tensorboard, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2), log=click.echo)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; completed epochs are kept in {paths.partial}: "
+            "run the same command with --resume to continue"
+        ) from None
+    p = m["parameters"]
+    click.echo(
+        f"\n{m['name']}: validation perplexity {m['final_val_perplexity']:.3f} "
+        f"(best {m['best_val_perplexity']:.3f} at epoch {m['best_epoch']})"
+        + (f", test perplexity {m['test_perplexity']:.3f}" if m["test_perplexity"] else "")
+    )
+    click.echo(
+        f"trained {m['epochs_run']} epochs in {m['training_seconds']:.1f} s "
+        f"({m['median_epoch_seconds']:.2f} s/epoch); parameters {p['total']:,} "
+        f"(recurrent: {p['recurrent_keras']:,} Keras, {p['recurrent_study']:,} study convention)"
+    )
+    for prompt, text in m["continuations"].items():
+        click.echo(f"  {prompt!r} -> {text!r}")
+    click.echo(f"saved {paths.final}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="tfrnn")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Training configuration: the two presets and the checks every option must pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from tfrnn.errors import ConfigError
+
+CELLS = ("rnn", "gru", "lstm")
+OPTIMIZERS = ("sgd", "adam")
+PRESETS = ("hw4", "book")
+
+#: Defaults of each preset. ``hw4`` is the reference study's protocol (PROTOCOL.md);
+#: ``book`` trains on the whole text with a held-out test part.
+PRESET_DEFAULTS: dict[str, dict] = {
+    "hw4": dict(optimizer="sgd", epochs=50, batch_size=1024, num_steps=32, clip=1.0),
+    "book": dict(optimizer="adam", epochs=20, batch_size=64, num_steps=100, clip=1.0),
+}
+
+
+def study_learning_rate(cell: str, layers: int) -> float:
+    """The study's SGD rate: 2 for stacks, else 1 for SimpleRNN and 4 for GRU/LSTM."""
+    if layers > 1:
+        return 2.0
+    return 1.0 if cell == "rnn" else 4.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run; ``resolve`` fills the preset's defaults."""
+
+    cell: str = "gru"
+    units: int = 32
+    layers: int = 1
+    dropout: float = 0.0
+    embedding: int | None = None
+    preset: str = "hw4"
+    optimizer: str = "sgd"
+    lr: float = 4.0
+    epochs: int = 50
+    batch_size: int = 1024
+    num_steps: int = 32
+    clip: float | None = 1.0
+    seed: int | None = 0
+
+    @classmethod
+    def resolve(cls, preset: str = "hw4", **options) -> TrainConfig:
+        """Build a config from ``preset`` with ``options`` (None means the preset's value).
+
+        The hw4 learning rate depends on cell and depth as in the study; with Adam it is
+        3e-3. Dropout defaults to 0.5 for stacks (the study) and 0 for one layer.
+        """
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        values = {**PRESET_DEFAULTS[preset], **given, "preset": preset}
+        cell = values.setdefault("cell", cls.cell)
+        layers = values.setdefault("layers", cls.layers)
+        if "lr" not in values:
+            opt = values["optimizer"]
+            values["lr"] = study_learning_rate(cell, layers) if opt == "sgd" else 3e-3
+        if "dropout" not in values and isinstance(layers, int):
+            values["dropout"] = 0.5 if layers > 1 else 0.0
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        for name in ("units", "layers", "epochs", "batch_size", "num_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.embedding is not None and (not isinstance(self.embedding, int) or self.embedding <= 0):
+            raise ConfigError(f"--embedding must be a positive integer, got {self.embedding!r}")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip >= 0):
+            raise ConfigError(f"--clip must be >= 0 (0 turns clipping off), got {self.clip!r}")
+
+    @property
+    def name(self) -> str:
+        """Default run name: ``gru-32``, ``lstm-3x32``, ``gru-32-book``."""
+        size = f"{self.layers}x{self.units}" if self.layers > 1 else f"{self.units}"
+        suffix = "" if self.preset == "hw4" else f"-{self.preset}"
+        return f"{self.cell}-{size}{suffix}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,266 @@
+"""The text, its cleaning and vocabulary, and the tf.data pipelines of the two presets.
+
+Cleaning and vocabulary follow the reference study (PROTOCOL.md): every run of characters
+outside ``A-Za-z`` becomes one space, then lower-case; tokens are characters, with the
+fixed vocabulary ``' '``=0, ``'<unk>'``=1, ``a``=2 ... ``z``=27. That is exactly the study's
+``sorted(set(chars) | {'<unk>'})`` for The Time Machine, and stays the same for any text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfrnn.errors import DataError
+
+BOOK_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
+BOOK_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
+BOOK_FILENAME = "timemachine.txt"
+#: Environment variable naming a local copy of the book (checked against its SHA-1).
+DATA_ENV = "TFRNN_DATA"
+#: Environment variable overriding the download address (a mirror, or file:// for tests).
+URL_ENV = "TFRNN_DATA_URL"
+
+UNK = "<unk>"
+TOKENS: tuple[str, ...] = (" ", UNK, *string.ascii_lowercase)
+_NON_LETTERS = re.compile("[^A-Za-z]+")
+
+# The study's split of the hw4 preset: windows 0-9,999 train, 10,000-14,999 validation.
+HW4_TRAIN_WINDOWS = 10_000
+HW4_VAL_WINDOWS = 5_000
+
+
+def clean(text: str) -> str:
+    """Collapse every run of non-letters to one space and lower-case (the study's rule)."""
+    return _NON_LETTERS.sub(" ", text).lower()
+
+
+class Vocab:
+    """Character vocabulary: 28 tokens, the study's indices."""
+
+    def __init__(self, tokens: tuple[str, ...] = TOKENS) -> None:
+        self.tokens = tuple(tokens)
+        self._index = {t: i for i, t in enumerate(self.tokens)}
+        self.unk = self._index[UNK]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Clean ``text`` and map it to int32 token ids."""
+        return np.array([self._index.get(c, self.unk) for c in clean(text)], dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        """Map token ids back to text (``<unk>`` shows as ``?``)."""
+        return "".join("?" if i == self.unk else self.tokens[i] for i in np.asarray(ids).ravel())
+
+    def to_json(self) -> str:
+        return json.dumps({"tokens": list(self.tokens), "cleaning": "[^A-Za-z]+ -> ' ', lower"})
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocab:
+        return cls(tuple(json.loads(text)["tokens"]))
+
+
+def sha1_of(path: Path) -> str:
+    """SHA-1 hex digest of a file."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def book_path() -> Path:
+    """Path of a verified copy of The Time Machine.
+
+    Uses ``$TFRNN_DATA`` when set (offline machines, tests, CI); otherwise downloads the
+    book once from its public address into the Keras cache (``~/.keras/datasets``).
+    Either way the file's SHA-1 must match the study's copy.
+    """
+    local = os.environ.get(DATA_ENV)
+    if local:
+        path = Path(local).expanduser()
+        if not path.is_file():
+            raise DataError(f"${DATA_ENV} points to {path}, which is not a file")
+    else:
+        import keras  # deferred: importing Keras pulls in TensorFlow
+
+        url = os.environ.get(URL_ENV, BOOK_URL)
+        try:
+            path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url))
+        except Exception as exc:  # network errors come in many types
+            raise DataError(
+                f"could not download the book from {url} ({exc.__class__.__name__}); "
+                f"pass --data PATH or set ${DATA_ENV} to a local copy"
+            ) from None
+    digest = sha1_of(path)
+    if digest != BOOK_SHA1:
+        if not local:
+            path.unlink(missing_ok=True)  # a corrupt cached download must not stick
+        raise DataError(f"checksum mismatch for {path}: SHA-1 {digest}, expected {BOOK_SHA1}")
+    return path
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Read a UTF-8 text file, refusing missing, empty, binary and non-UTF-8 files."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"data path is not a file: {path}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"data file is empty: {path}")
+    if b"\x00" in raw:
+        raise DataError(f"data file looks binary, not text: {path}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file is not UTF-8 text (byte {exc.start}): {path}") from None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A cleaned text as token ids, and where it came from."""
+
+    ids: np.ndarray
+    source: str
+    vocab: Vocab
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Corpus:
+        """Load ``path``, or the verified book when ``path`` is None."""
+        path = Path(path) if path is not None else book_path()
+        vocab = Vocab()
+        ids = vocab.encode(read_text(path))
+        if not (ids > vocab.unk).any():
+            raise DataError(f"data file has no letters A-Z to learn from: {path}")
+        return cls(ids=ids, source=str(path), vocab=vocab)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """tf.data pipelines of one preset, and how many windows each split holds."""
+
+    train: object
+    val: object
+    test: object | None
+    sizes: dict[str, int]
+    steps_per_epoch: int
+
+
+def _windows(ids: np.ndarray, num_steps: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and one-step-shifted targets of every ``num_steps + 1`` window at ``stride``."""
+    win = np.lib.stride_tricks.sliding_window_view(ids, num_steps + 1)[::stride]
+    return np.ascontiguousarray(win[:, :-1]), np.ascontiguousarray(win[:, 1:])
+
+
+def _options(ds):
+    """Keep tf.data's thread pools small: on 2 cores they fight the training step."""
+    import tensorflow as tf
+
+    o = tf.data.Options()
+    o.threading.private_threadpool_size = 1
+    o.threading.max_intra_op_parallelism = 1
+    o.autotune.enabled = False
+    o.deterministic = True
+    return ds.with_options(o)
+
+
+def _eval_ds(x: np.ndarray, y: np.ndarray, batch_size: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().prefetch(2)
+    return _options(ds)
+
+
+def hw4_windows(ids: np.ndarray, num_steps: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The study's split: overlapping windows, 0-9,999 train and 10,000-14,999 validation.
+
+    A text with fewer than 15,000 windows is split two thirds / one third instead.
+    """
+    x, y = _windows(ids, num_steps, stride=1)
+    n = len(x)
+    if n < 2:
+        raise DataError(
+            f"text too short: {len(ids)} characters after cleaning, need at least "
+            f"{num_steps + 2} for one training and one validation window of {num_steps} steps"
+        )
+    if n >= HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS:
+        n_train, n_val = HW4_TRAIN_WINDOWS, HW4_VAL_WINDOWS
+    else:
+        n_train = max(1, (2 * n) // 3)
+        n_val = n - n_train
+    return {
+        "train": (x[:n_train], y[:n_train]),
+        "val": (x[n_train : n_train + n_val], y[n_train : n_train + n_val]),
+    }
+
+
+def book_parts(ids: np.ndarray, num_steps: int) -> dict[str, np.ndarray]:
+    """Contiguous 90/5/5 train/validation/test parts of the whole text."""
+    n = len(ids)
+    a, b = int(0.9 * n), int(0.95 * n)
+    parts = {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
+    for name, part in parts.items():
+        if len(part) < num_steps + 1:
+            raise DataError(
+                f"text too short for the book preset: its {name} part has {len(part)} "
+                f"characters, need at least {num_steps + 1} (use a longer text or --num-steps)"
+            )
+    return parts
+
+
+def make_splits(
+    corpus: Corpus, preset: str, num_steps: int, batch_size: int, seed: int | None
+) -> Splits:
+    """Build the batched, shuffled (per epoch), prefetched pipelines of ``preset``."""
+    import tensorflow as tf
+
+    if preset == "hw4":
+        parts = hw4_windows(corpus.ids, num_steps)
+        (xt, yt), (xv, yv) = parts["train"], parts["val"]
+        train = (
+            tf.data.Dataset.from_tensor_slices((xt, yt))
+            .cache()
+            .shuffle(len(xt), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(2)
+        )
+        sizes = {"train": len(xt), "val": len(xv)}
+        n_train = len(xt)
+        val, test = _eval_ds(xv, yv, batch_size), None
+    elif preset == "book":
+        parts = book_parts(corpus.ids, num_steps)
+        train_ids = tf.constant(parts["train"])
+        n_train = (len(parts["train"]) - 1) // num_steps  # windows at offset 0
+        # Each epoch starts its non-overlapping windows at a fresh random offset.
+        offsets = tf.data.Dataset.range(num_steps).shuffle(
+            num_steps, seed=seed, reshuffle_each_iteration=True
+        ).take(1)
+
+        def windows_from(offset):
+            count = (tf.size(train_ids, out_type=tf.int64) - 1 - offset) // num_steps
+            starts = offset + tf.range(count) * num_steps
+            idx = starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :]
+            win = tf.gather(train_ids, idx)
+            return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:]))
+
+        train = (
+            offsets.flat_map(windows_from)
+            .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(2)
+        )
+        xv, yv = _windows(parts["val"], num_steps, stride=num_steps)
+        xs, ys = _windows(parts["test"], num_steps, stride=num_steps)
+        sizes = {"train": n_train, "val": len(xv), "test": len(xs)}
+        val, test = _eval_ds(xv, yv, batch_size), _eval_ds(xs, ys, batch_size)
+    else:
+        raise DataError(f"unknown preset {preset!r}")
+    steps = -(-n_train // batch_size)
+    return Splits(_options(train), val, test, sizes, steps)

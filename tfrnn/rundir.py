@@ -1,0 +1,95 @@
+"""Run folders: written whole or not at all.
+
+A run trains inside ``<parent>/.<name>.partial/`` (history and Keras backup state live
+there, so ``--resume`` can continue it) and is renamed to ``<parent>/<name>/`` only once
+every file of the finished run is in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfrnn.errors import ConfigError, TfrnnError
+
+DEFAULT_ROOT = Path("saved_models")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    final: Path
+
+    @property
+    def partial(self) -> Path:
+        return self.final.parent / f".{self.final.name}.partial"
+
+    @property
+    def config_file(self) -> Path:
+        return self.partial / "config.json"
+
+    def check(self, overwrite: bool, resume: bool) -> None:
+        """Refuse to clobber a finished run or silently drop an interrupted one."""
+        if self.final.exists() and not overwrite:
+            raise TfrnnError(f"{self.final} already exists: pass --overwrite to replace it")
+        if self.final.exists() and not self.final.is_dir():
+            raise TfrnnError(f"{self.final} exists and is not a folder")
+        if self.partial.exists() and not (resume or overwrite):
+            raise TfrnnError(
+                f"an interrupted run is in {self.partial}: pass --resume to continue it "
+                "or --overwrite to start over"
+            )
+
+    def begin(self, config: dict, resume: bool) -> bool:
+        """Create (or reuse, when resuming) the partial folder; True if a run is resumed."""
+        if self.partial.exists() and resume and self.config_file.exists():
+            saved = json.loads(self.config_file.read_text())
+            differ = sorted(k for k in config if k != "epochs" and saved.get(k) != config[k])
+            if differ:
+                what = ", ".join(f"{k} {saved.get(k)!r} vs {config[k]!r}" for k in differ)
+                raise ConfigError(f"cannot resume {self.partial}: it was started with other options ({what})")
+            self.config_file.write_text(json.dumps(config, indent=2))
+            return True
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self.config_file.write_text(json.dumps(config, indent=2))
+        return False
+
+    def discard(self) -> None:
+        """Remove the partial folder (a run that cannot be continued)."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def commit(self) -> Path:
+        """Move the finished partial folder into place, replacing an older run atomically."""
+        shutil.rmtree(self.partial / "backup", ignore_errors=True)
+        self.config_file.unlink(missing_ok=True)
+        old = self.final.parent / f".{self.final.name}.old"
+        if self.final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            self.final.rename(old)
+        self.partial.rename(self.final)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+
+def read_history(path: Path) -> list[dict]:
+    """Per-epoch rows of a Keras ``CSVLogger`` file, epochs 1-based, repeated epochs dropped."""
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = int(row.pop("epoch")) + 1
+            rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
+    return [rows[e] for e in sorted(rows)]
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    """Write per-epoch rows as CSV (epoch first, then the logged figures)."""
+    keys = ["epoch", "loss", "perplexity", "val_loss", "val_perplexity", "epoch_seconds"]
+    keys += [k for k in rows[0] if k not in keys]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
