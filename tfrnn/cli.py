@@ -21,6 +21,7 @@ def _import_tensorflow_quietly() -> None:
     """
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         import tensorflow  # noqa: F401
+
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
@@ -67,43 +68,101 @@ def _hw4(key: str) -> str:
 
 
 @cli.command()
-@click.option("--cell", type=click.Choice(CELLS), default="gru", show_default=True,
-              help="Recurrent cell: SimpleRNN, GRU or LSTM.")
+@click.option(
+    "--cell",
+    type=click.Choice(CELLS),
+    default="gru",
+    show_default=True,
+    help="Recurrent cell: SimpleRNN, GRU or LSTM.",
+)
 @click.option("--units", type=int, default=32, show_default=True, help="Hidden units per layer.")
 @click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--dropout", type=float, default=None,
-              help="Dropout between stacked layers, in [0, 1).  [default: 0.5 for stacks, else 0]")
-@click.option("--embedding", type=int, default=None,
-              help="Learn an embedding of this size instead of the one-hot input of the study.")
-@click.option("--preset", type=click.Choice(PRESETS), default="hw4", show_default=True,
-              help="hw4: the study's protocol (15,000 overlapping windows of the book's start). "
-                   "book: the whole text split 90/5/5 into train/validation/test.")
+@click.option(
+    "--dropout",
+    type=float,
+    default=None,
+    help="Dropout between stacked layers, in [0, 1).  [default: 0.5 for stacks, else 0]",
+)
+@click.option(
+    "--embedding",
+    type=int,
+    default=None,
+    help="Learn an embedding of this size instead of the one-hot input of the study.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="hw4",
+    show_default=True,
+    help="hw4: the study's protocol (15,000 overlapping windows of the book's start). "
+    "book: the whole text split 90/5/5 into train/validation/test.",
+)
 @click.option("--epochs", type=int, default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
-@click.option("--lr", type=float, default=None,
-              help="Learning rate.  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, 2 for stacks; "
-                   "Adam: 0.003]")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
-              help=f"Optimizer.  [{_hw4('optimizer')}]")
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Learning rate.  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, 2 for stacks; Adam: 0.003]",
+)
+@click.option(
+    "--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=f"Optimizer.  [{_hw4('optimizer')}]"
+)
 @click.option("--batch-size", type=int, default=None, help=f"Sequences per batch.  [{_hw4('batch_size')}]")
-@click.option("--num-steps", type=int, default=None,
-              help=f"Characters per training sequence.  [{_hw4('num_steps')}]")
-@click.option("--clip", type=float, default=None,
-              help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Random seed: the same seed repeats a run.")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="A UTF-8 text file to train on.  [default: The Time Machine, downloaded "
-                   "once and checked against its SHA-1, or $TFRNN_DATA if set]")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run folder to write.  [default: saved_models/NAME, e.g. saved_models/gru-32]")
+@click.option(
+    "--num-steps", type=int, default=None, help=f"Characters per training sequence.  [{_hw4('num_steps')}]"
+)
+@click.option(
+    "--clip",
+    type=float,
+    default=None,
+    help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed: the same seed repeats a run."
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A UTF-8 text file to train on.  [default: The Time Machine, downloaded "
+    "once and checked against its SHA-1, or $TFRNN_DATA if set]",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder to write.  [default: saved_models/NAME, e.g. saved_models/gru-32]",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted run from its last completed epoch.")
-@click.option("--tensorboard", type=click.Path(path_type=Path), default=None,
-              help="Write TensorBoard logs to this folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
+@click.option(
+    "--tensorboard",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write TensorBoard logs to this folder.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
-def fit(cell, units, layers, dropout, embedding, preset, epochs, lr, optimizer, batch_size,
-        num_steps, clip, seed, data, out, overwrite, resume, tensorboard, quiet) -> None:
+def fit(
+    cell,
+    units,
+    layers,
+    dropout,
+    embedding,
+    preset,
+    epochs,
+    lr,
+    optimizer,
+    batch_size,
+    num_steps,
+    clip,
+    seed,
+    data,
+    out,
+    overwrite,
+    resume,
+    tensorboard,
+    quiet,
+) -> None:
     """Train a model, report its perplexity and write its run folder.
 
     The folder (saved_models/NAME unless --out) holds model.keras, vocab.json,
@@ -117,9 +176,19 @@ def fit(cell, units, layers, dropout, embedding, preset, epochs, lr, optimizer, 
       tfrnn fit --preset book --cell lstm --units 256 --embedding 64
     """
     config = TrainConfig.resolve(
-        preset, cell=cell, units=units, layers=layers, dropout=dropout, embedding=embedding,
-        epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
-        num_steps=num_steps, clip=clip, seed=seed,
+        preset,
+        cell=cell,
+        units=units,
+        layers=layers,
+        dropout=dropout,
+        embedding=embedding,
+        epochs=epochs,
+        lr=lr,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        num_steps=num_steps,
+        clip=clip,
+        seed=seed,
     )
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume)
@@ -132,8 +201,17 @@ def fit(cell, units, layers, dropout, embedding, preset, epochs, lr, optimizer, 
         f"seed {config.seed}"
     )
     try:
-        m = run_training(config, paths, data=data, resume=resume, overwrite=overwrite,
-                         tensorboard=tensorboard, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2), log=click.echo)
+        verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)  # 2: one line per epoch
+        m = run_training(
+            config,
+            paths,
+            data=data,
+            resume=resume,
+            overwrite=overwrite,
+            tensorboard=tensorboard,
+            verbose=verbose,
+            log=click.echo,
+        )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; completed epochs are kept in {paths.partial}: "

@@ -27,6 +27,8 @@ BOOK_FILENAME = "timemachine.txt"
 DATA_ENV = "TFRNN_DATA"
 #: Environment variable overriding the download address (a mirror, or file:// for tests).
 URL_ENV = "TFRNN_DATA_URL"
+#: Environment variable naming the download cache folder (default: Keras', ~/.keras).
+CACHE_ENV = "TFRNN_CACHE_DIR"
 
 UNK = "<unk>"
 TOKENS: tuple[str, ...] = (" ", UNK, *string.ascii_lowercase)
@@ -78,7 +80,8 @@ def book_path() -> Path:
     """Path of a verified copy of The Time Machine.
 
     Uses ``$TFRNN_DATA`` when set (offline machines, tests, CI); otherwise downloads the
-    book once from its public address into the Keras cache (``~/.keras/datasets``).
+    book once from its public address into the Keras cache (``~/.keras/datasets``, or
+    ``$TFRNN_CACHE_DIR/datasets``).
     Either way the file's SHA-1 must match the study's copy.
     """
     local = os.environ.get(DATA_ENV)
@@ -90,8 +93,11 @@ def book_path() -> Path:
         import keras  # deferred: importing Keras pulls in TensorFlow
 
         url = os.environ.get(URL_ENV, BOOK_URL)
+        cache_dir = os.environ.get(CACHE_ENV)
+        if cache_dir:  # Keras falls back to /tmp/.keras for a folder it cannot write yet
+            Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
         try:
-            path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url))
+            path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url, cache_dir=cache_dir))
         except Exception as exc:  # network errors come in many types
             raise DataError(
                 f"could not download the book from {url} ({exc.__class__.__name__}); "
@@ -183,13 +189,13 @@ def hw4_windows(ids: np.ndarray, num_steps: int) -> dict[str, tuple[np.ndarray, 
 
     A text with fewer than 15,000 windows is split two thirds / one third instead.
     """
-    x, y = _windows(ids, num_steps, stride=1)
-    n = len(x)
+    n = len(ids) - num_steps  # number of (num_steps + 1)-token windows
     if n < 2:
         raise DataError(
             f"text too short: {len(ids)} characters after cleaning, need at least "
             f"{num_steps + 2} for one training and one validation window of {num_steps} steps"
         )
+    x, y = _windows(ids, num_steps, stride=1)
     if n >= HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS:
         n_train, n_val = HW4_TRAIN_WINDOWS, HW4_VAL_WINDOWS
     else:
@@ -215,9 +221,7 @@ def book_parts(ids: np.ndarray, num_steps: int) -> dict[str, np.ndarray]:
     return parts
 
 
-def make_splits(
-    corpus: Corpus, preset: str, num_steps: int, batch_size: int, seed: int | None
-) -> Splits:
+def make_splits(corpus: Corpus, preset: str, num_steps: int, batch_size: int, seed: int | None) -> Splits:
     """Build the batched, shuffled (per epoch), prefetched pipelines of ``preset``."""
     import tensorflow as tf
 
@@ -239,9 +243,11 @@ def make_splits(
         train_ids = tf.constant(parts["train"])
         n_train = (len(parts["train"]) - 1) // num_steps  # windows at offset 0
         # Each epoch starts its non-overlapping windows at a fresh random offset.
-        offsets = tf.data.Dataset.range(num_steps).shuffle(
-            num_steps, seed=seed, reshuffle_each_iteration=True
-        ).take(1)
+        offsets = (
+            tf.data.Dataset.range(num_steps)
+            .shuffle(num_steps, seed=seed, reshuffle_each_iteration=True)
+            .take(1)
+        )
 
         def windows_from(offset):
             count = (tf.size(train_ids, out_type=tf.int64) - 1 - offset) // num_steps

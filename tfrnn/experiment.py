@@ -76,6 +76,11 @@ def run_training(
     """
     paths.check(overwrite=overwrite, resume=resume)
     corpus = Corpus.load(data)
+    if config.seed is not None:
+        import keras
+
+        # Before the pipelines exist: their shuffle seeds combine with the global seed.
+        keras.utils.set_random_seed(config.seed)
     splits = make_splits(corpus, config.preset, config.num_steps, config.batch_size, config.seed)
     log(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
@@ -87,9 +92,7 @@ def run_training(
     from tfrnn.train import fit  # deferred: imports TensorFlow
 
     try:
-        result = fit(
-            config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks
-        )
+        result = fit(config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks)
     except TrainingDiverged:
         paths.discard()
         raise

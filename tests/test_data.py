@@ -1,0 +1,111 @@
+"""The data pipeline follows PROTOCOL.md: cleaning, vocabulary, split sizes, shifted targets."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tfrnn.data import BOOK_SHA1, Corpus, Vocab, book_path, clean, make_splits
+from tfrnn.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def corpus(book):
+    return Corpus.load(book)
+
+
+def test_vocabulary_and_indices_match_the_study(book, corpus):
+    text = re.sub("[^A-Za-z]+", " ", book.read_text()).lower()  # the study's own rule
+    study_vocab = sorted(set(text) | {"<unk>"})
+    assert list(corpus.vocab.tokens) == study_vocab
+    assert len(corpus.vocab) == 28
+    assert corpus.vocab.tokens[:3] == (" ", "<unk>", "a") and corpus.vocab.tokens[27] == "z"
+    assert corpus.vocab.encode("the ").tolist() == [21, 9, 6, 0]
+    assert len(corpus.ids) == 173_428
+    assert corpus.vocab.decode(corpus.ids[:200]) == text[:200]
+
+
+def test_cleaning_collapses_non_letters_and_lowercases():
+    assert clean("The  Time--Machine, 1895!\n") == "the time machine "
+    assert Vocab().encode("Ünïcode 42").tolist() == Vocab().encode(" n code ").tolist()
+
+
+def test_hw4_split_sizes_windows_and_shifted_targets(corpus):
+    splits = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=0)
+    assert splits.sizes == {"train": 10_000, "val": 5_000}
+    assert splits.steps_per_epoch == 10
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in splits.val])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.shape == (5_000, 32) and y.shape == (5_000, 32)
+    # validation is windows 10,000-14,999 in order: overlapping, targets shifted by one
+    assert (x[0] == corpus.ids[10_000:10_032]).all()
+    assert (y[0] == corpus.ids[10_001:10_033]).all()
+    assert (x[-1] == corpus.ids[14_999:15_031]).all()
+    assert (x[1:, :-1] == x[:-1, 1:]).all()
+
+
+def test_hw4_training_batches_cover_the_windows_and_reshuffle_each_epoch(corpus):
+    splits = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=0)
+    epochs = [[x.numpy() for x, _ in splits.train] for _ in range(2)]
+    assert [len(b) for b in epochs[0]] == [1024] * 9 + [784]
+    firsts = [np.concatenate(e)[:, 0] for e in epochs]
+    # every training window (0-9,999) exactly once per epoch, in a different order
+    assert sorted(firsts[0].tolist()) == sorted(corpus.ids[:10_000].tolist())
+    assert not (firsts[0] == firsts[1]).all()
+    for x, y in splits.train.take(1):
+        assert (x.numpy()[:, 1:] == y.numpy()[:, :-1]).all()
+
+
+def test_book_split_is_contiguous_90_5_5_with_a_test_part(corpus):
+    splits = make_splits(corpus, "book", num_steps=100, batch_size=64, seed=0)
+    n = len(corpus.ids)
+    assert splits.sizes["val"] == (int(0.95 * n) - int(0.9 * n) - 1) // 100
+    assert splits.sizes["test"] == (n - int(0.95 * n) - 1) // 100
+    x, y = next(iter(splits.test))
+    assert (x.numpy()[0] == corpus.ids[int(0.95 * n) : int(0.95 * n) + 100]).all()
+    assert (y.numpy()[0] == corpus.ids[int(0.95 * n) + 1 : int(0.95 * n) + 101]).all()
+    train_starts = set()
+    for x, _ in splits.train:
+        assert x.shape[1] == 100
+        train_starts.update(x.numpy()[:, 0].tolist())
+    assert len(train_starts) > 1
+
+
+def test_short_text_is_refused(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("a tiny text")
+    with pytest.raises(DataError, match="too short"):
+        make_splits(Corpus.load(short), "hw4", num_steps=32, batch_size=8, seed=0)
+
+
+def test_download_path_verifies_sha1_and_caches(tmp_path, monkeypatch, book):
+    monkeypatch.delenv("TFRNN_DATA")
+    monkeypatch.setenv("TFRNN_CACHE_DIR", str(tmp_path / "keras"))
+    monkeypatch.setenv("TFRNN_DATA_URL", book.as_uri())
+    path = book_path()
+    assert path.is_file() and path.is_relative_to(tmp_path / "keras")
+    assert path.read_bytes() == book.read_bytes()
+
+
+def test_corrupt_download_is_refused_and_not_kept(tmp_path, monkeypatch, book):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(book.read_bytes().replace(b"Time", b"Tame", 1))
+    monkeypatch.delenv("TFRNN_DATA")
+    monkeypatch.setenv("TFRNN_CACHE_DIR", str(tmp_path / "keras"))
+    monkeypatch.setenv("TFRNN_DATA_URL", bad.as_uri())
+    with pytest.raises(DataError, match=f"checksum mismatch.*expected {BOOK_SHA1}"):
+        book_path()
+    assert not list((tmp_path / "keras").rglob("timemachine.txt"))
+
+
+def test_local_copy_is_verified(tmp_path, monkeypatch, book):
+    copy = tmp_path / "timemachine.txt"
+    shutil.copy(book, copy)
+    monkeypatch.setenv("TFRNN_DATA", str(copy))
+    assert book_path() == copy
+    copy.write_text("something else")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        book_path()

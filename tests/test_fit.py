@@ -1,0 +1,182 @@
+"""`tfrnn fit` as a user runs it: the run folder, its numbers, resume, repeatability, --help."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+RUN_FILES = {"model.keras", "vocab.json", "history.csv", "metrics.json", "curves.png"}
+
+
+def read_csv(path):
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_run_folder_holds_every_file_and_consistent_numbers(small_run, book):
+    out = small_run["dir"]
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert not (out.parent / ".gru-8.partial").exists()
+    history = read_csv(out / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2]
+    for row in history:
+        assert row["perplexity"] == pytest.approx(math.exp(row["loss"]), rel=1e-5)
+        assert row["val_perplexity"] == pytest.approx(math.exp(row["val_loss"]), rel=1e-5)
+        assert row["epoch_seconds"] > 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["name"] == "gru-8" and m["config"]["units"] == 8 and m["config"]["lr"] == 4.0
+    assert m["final_val_perplexity"] == pytest.approx(history[-1]["val_perplexity"])
+    assert m["best_val_perplexity"] == min(r["val_perplexity"] for r in history)
+    assert m["training_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in history), abs=1e-2)
+    assert m["parameters"]["recurrent_study"] == 912 and m["parameters"]["total"] == 1_164
+    assert m["test_perplexity"] is None  # hw4 has no test split
+    assert set(m["continuations"]) == {"it has", "we are always", "he looked across"}
+    assert all(
+        len(text) == 20 and set(text) <= set(" abcdefghijklmnopqrstuvwxyz")
+        for text in m["continuations"].values()
+    )
+    assert json.loads((out / "vocab.json").read_text())["tokens"][:3] == [" ", "<unk>", "a"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # what the CLI printed is what the folder holds
+    assert f"validation perplexity {m['final_val_perplexity']:.3f}" in small_run["output"]
+    assert f"'it has' -> {m['continuations']['it has']!r}" in small_run["output"]
+    assert list(small_run["tensorboard"].rglob("events.out.tfevents.*"))
+
+
+def test_saved_model_reproduces_the_validation_perplexity(small_run, book):
+    import keras
+
+    import tfrnn.train  # noqa: F401  (registers tfrnn's layers and metric)
+    from tfrnn.data import Corpus, make_splits
+
+    model = keras.saving.load_model(small_run["dir"] / "model.keras")
+    splits = make_splits(Corpus.load(book), "hw4", 32, 1024, seed=0)
+    loss = model.evaluate(splits.val, verbose=0, return_dict=True)["loss"]
+    m = json.loads((small_run["dir"] / "metrics.json").read_text())
+    assert math.exp(loss) == pytest.approx(m["final_val_perplexity"], rel=1e-4)
+
+
+def test_prompts_outside_the_vocabulary_are_cleaned_not_fatal(small_run):
+    import keras
+
+    import tfrnn.train  # noqa: F401
+    from tfrnn.data import Vocab
+    from tfrnn.generate import greedy_continuation
+
+    model = keras.saving.load_model(small_run["dir"] / "model.keras")
+    vocab = Vocab()
+    same = greedy_continuation(model, vocab, "it has")
+    assert greedy_continuation(model, vocab, "IT,  HAS") == same  # cleaned to "it has"
+    for prompt in ("Ünïcode ✓ 123", "", "!!!"):
+        assert len(greedy_continuation(model, vocab, prompt, num_chars=7)) == 7
+
+
+def test_same_seed_repeats_a_run_and_another_seed_differs(tmp_path):
+    args = ["fit", "--cell", "lstm", "--units", 8, "--epochs", 1, "-q"]
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        result = run_cli(*args, "--seed", seed, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        runs[name] = read_csv(tmp_path / name / "history.csv")[0]
+    assert runs["a"]["loss"] == pytest.approx(runs["b"]["loss"], rel=1e-6)
+    assert runs["a"]["val_loss"] == pytest.approx(runs["b"]["val_loss"], rel=1e-6)
+    assert runs["a"]["loss"] != runs["c"]["loss"]
+
+
+def test_interrupted_run_resumes_from_its_last_completed_epoch(tmp_path, monkeypatch):
+    from tfrnn import train
+
+    out = tmp_path / "run"
+    args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 3, "--out", out]
+    original = train.EpochTimer.on_epoch_begin
+
+    def interrupt_in_epoch_2(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_2)
+    result = run_cli(*args)
+    assert result.exit_code == 130
+    assert "--resume" in result.stderr and "Traceback" not in result.output
+    partial = tmp_path / ".run.partial"
+    assert not out.exists() and partial.is_dir()
+    first = read_csv(partial / "history.csv")
+    assert len(first) == 1
+
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    refused = run_cli(*args)  # without --resume the interrupted run is not silently dropped
+    assert refused.exit_code == 1 and "--resume" in refused.stderr
+
+    result = run_cli(*args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    assert "Epoch 1/3" not in result.output and "Epoch 2/3" in result.output
+    history = read_csv(out / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[0]["loss"] == pytest.approx(first[0]["loss"])
+    assert not partial.exists()
+
+
+def test_resume_refuses_other_options(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    (tmp_path / ".run.partial").mkdir()
+    (tmp_path / ".run.partial" / "config.json").write_text(json.dumps({"cell": "gru", "units": 8}))
+    result = run_cli("fit", "--cell", "gru", "--units", 16, "--epochs", 1, "--out", out, "--resume")
+    assert result.exit_code == 1
+    assert "other options" in result.stderr and "units 8 vs 16" in result.stderr
+
+
+def test_existing_run_is_kept_unless_overwrite(small_run, tmp_path):
+    out = tmp_path / "gru-8"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q")
+    assert result.exit_code == 1 and "--overwrite" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+
+
+def test_book_preset_reports_a_test_perplexity(tmp_path):
+    out = tmp_path / "book"
+    result = run_cli(
+        "fit",
+        "--preset",
+        "book",
+        "--units",
+        8,
+        "--epochs",
+        1,
+        "--num-steps",
+        50,
+        "--batch-size",
+        256,
+        "--out",
+        out,
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["optimizer"] == "adam" and m["config"]["lr"] == pytest.approx(3e-3)
+    assert m["data"]["windows"]["test"] > 0
+    assert np.isfinite(m["test_perplexity"]) and 1 < m["test_perplexity"] < 28
+    assert "test perplexity" in result.output
+
+
+def test_fit_help_documents_every_option():
+    from tfrnn.cli import fit
+
+    result = run_cli("fit", "--help")
+    assert result.exit_code == 0
+    for param in fit.params:
+        assert param.help, f"{param.name} has no help text"
+        assert param.opts[-1] in result.output
+    assert "tfrnn fit --cell lstm --units 128" in result.output

@@ -1,0 +1,86 @@
+"""Models: the cuDNN-compatible configuration, parameter counts, each cell trains."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tfrnn.config import TrainConfig
+from tfrnn.models import CUDNN_REQUIREMENTS, build_model, parameter_counts, recurrent_layers
+from tfrnn.train import compile_model
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_recurrent_layers_keep_the_cudnn_configuration(cell, layers):
+    # Keras' own argument checks, the ones its TensorFlow backend runs before using cuDNN.
+    tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
+
+    model = build_model(TrainConfig.resolve(cell=cell, layers=layers, units=16), 28)
+    rec = recurrent_layers(model)
+    assert len(rec) == layers
+    for layer in rec:
+        c = layer.cell
+        if cell == "gru":
+            ok = tf_rnn._do_gru_arguments_support_cudnn(
+                c.activation, c.recurrent_activation, layer.unroll, c.use_bias, c.reset_after
+            )
+        else:
+            ok = tf_rnn._do_lstm_arguments_support_cudnn(
+                c.activation, c.recurrent_activation, layer.unroll, c.use_bias
+            )
+        assert ok, f"{layer.name} left the cuDNN configuration"
+        assert layer.use_cudnn in ("auto", True)
+        assert layer.cell.recurrent_dropout == 0  # Keras skips cuDNN with recurrent dropout
+        config = layer.get_config()
+        for key, value in CUDNN_REQUIREMENTS.items():
+            assert config[key] == value, (layer.name, key)
+
+
+def test_dropout_sits_between_stacked_layers_only():
+    model = build_model(TrainConfig.resolve(cell="gru", layers=3, units=8), 28)
+    names = [layer.name for layer in model.layers]
+    assert names == ["tokens", "one_hot", "gru_0", "dropout_0", "gru_1", "dropout_1", "gru_2", "logits"]
+    assert model.get_layer("dropout_0").rate == 0.5  # the study's default for stacks
+    single = build_model(TrainConfig.resolve(cell="gru", units=8), 28)
+    assert not any("dropout" in layer.name for layer in single.layers)
+
+
+@pytest.mark.parametrize(
+    "cell, units, layers, keras_rec, study_rec",
+    [
+        ("gru", 8, 1, 912, 912),
+        ("gru", 32, 1, 5_952, 5_952),
+        ("gru", 128, 1, 60_672, 60_672),
+        ("lstm", 32, 1, 7_808, 7_936),
+        ("lstm", 128, 1, 80_384, 80_896),
+        ("rnn", 64, 1, 5_952, 6_016),
+        ("gru", 32, 3, 18_624, 18_624),
+        ("lstm", 32, 5, 41_088, 41_728),
+    ],
+)
+def test_parameter_counts_in_both_conventions(cell, units, layers, keras_rec, study_rec):
+    model = build_model(TrainConfig.resolve(cell=cell, units=units, layers=layers), 28)
+    counts = parameter_counts(model)
+    assert counts["recurrent_keras"] == keras_rec
+    assert counts["recurrent_study"] == study_rec
+    assert counts["total"] == keras_rec + units * 28 + 28
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("embedding", [None, 6])
+def test_each_cell_builds_and_trains_a_few_steps(cell, embedding):
+    config = TrainConfig.resolve(cell=cell, units=8, layers=2, embedding=embedding, lr=1.0)
+    model = compile_model(config, 28)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 28, size=(16, 12)).astype("int32")
+    y = np.roll(x, -1, axis=1)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0).history
+    assert model.predict(x[:2], verbose=0).shape == (2, 12, 28)
+    assert all(np.isfinite(history["loss"]))
+    assert history["loss"][-1] < history["loss"][0]
+    assert np.exp(history["loss"][-1]) == pytest.approx(history["perplexity"][-1], rel=1e-4)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
