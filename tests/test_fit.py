@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-RUN_FILES = {"model.keras", "vocab.json", "history.csv", "metrics.json", "curves.png"}
+RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
 
 
 def read_csv(path):

@@ -233,6 +233,137 @@ def fit(
     click.echo(f"saved {paths.final}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def export(run_dir: Path) -> None:
+    """Re-export the SavedModel of RUN_DIR (a folder written by `tfrnn fit`).
+
+    `tfrnn fit` already exports RUN_DIR/saved_model; use this after upgrading tfrnn or
+    to rebuild a deleted export.
+    """
+    _import_tensorflow_quietly()
+    from tfrnn.export import export_run
+
+    click.echo(f"exported {export_run(run_dir)}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    default=("it has",),
+    show_default=True,
+    help="Text to continue (repeat for several; cleaned like the training text; "
+    "an empty prompt starts from a space).",
+)
+@click.option(
+    "--chars",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Characters to generate after each prompt (at most 100,000).",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="0 picks the likeliest character (greedy, as in the study); higher samples more freely.",
+)
+@click.option(
+    "--top-k",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Sample only among the K likeliest characters (0: all).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Sampling seed: the same seed repeats the same text.",
+)
+@click.option(
+    "--num-samples",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Continuations per prompt (useful with --temperature > 0).",
+)
+def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> None:
+    """Continue prompts with the SavedModel of MODEL (a run folder or SavedModel folder).
+
+    Needs only TensorFlow: the vocabulary, cleaning and generation loop are inside the
+    SavedModel.
+
+    \b
+    Examples:
+      tfrnn generate saved_models/gru-32 --prompt "it has"
+      tfrnn generate saved_models/lstm-128 --prompt "the time" --chars 200 --temperature 0.8
+    """
+    from tfrnn import serving
+
+    if num_samples <= 0:
+        raise TfrnnError(f"--num-samples must be a positive integer, got {num_samples}")
+    serving.resolve_saved_model(model)
+    _import_tensorflow_quietly()
+    loaded = serving.load(model)
+    batch = [p for p in prompts for _ in range(num_samples)]
+    for text in serving.generate(loaded, batch, chars, temperature, seed, top_k):
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--text-file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="UTF-8 text to score (cleaned like the training text).",
+)
+@click.option(
+    "--window",
+    type=int,
+    default=None,
+    help="Score (WINDOW + 1)-character windows, each from a zero state, as training "
+    "validates (hw4: 32).  [default: the whole text from one zero state]",
+)
+@click.option("--stride", type=int, default=None, help="Characters between window starts.  [default: WINDOW]")
+def score(model, text_file, window, stride) -> None:
+    """Perplexity of MODEL (a run folder or SavedModel folder) on a text file."""
+    from tfrnn import serving
+    from tfrnn.data import clean, read_text
+
+    serving.resolve_saved_model(model)
+    text = clean(read_text(text_file))
+    if window is not None or stride is not None:
+        window = window or 32
+        stride = stride or window
+        if window <= 0 or stride <= 0:
+            raise TfrnnError("--window and --stride must be positive integers")
+        texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
+        if not texts:
+            raise TfrnnError(f"{text_file} is shorter than one window of {window + 1} characters")
+    else:
+        texts = [text]
+    if len(text) < 2:
+        raise TfrnnError(f"{text_file} has fewer than 2 characters after cleaning: nothing to score")
+    _import_tensorflow_quietly()
+    loaded = serving.load(model)
+    result = serving.score(loaded, texts)
+    total = sum(ce * n for ce, n in zip(result["cross_entropy"], result["characters"]))
+    count = sum(result["characters"])
+    import math
+
+    click.echo(
+        f"{count:,} characters in {len(texts):,} text(s): cross-entropy {total / count:.4f} nats, "
+        f"perplexity {math.exp(total / count):.3f}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tfrnn")

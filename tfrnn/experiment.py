@@ -15,6 +15,7 @@ from tfrnn.generate import study_continuations
 from tfrnn.models import parameter_counts
 from tfrnn.plots import plot_curves
 from tfrnn.rundir import RunPaths, read_history, write_history
+from tfrnn.serving import SAVED_MODEL_DIR
 
 
 def environment() -> dict:
@@ -89,7 +90,8 @@ def run_training(
     resumed = paths.begin(config.to_dict(), resume=resume)
     if resumed:
         log(f"resuming the interrupted run in {paths.partial}")
-    from tfrnn.train import fit  # deferred: imports TensorFlow
+    from tfrnn.export import export_saved_model  # deferred: imports TensorFlow
+    from tfrnn.train import fit
 
     try:
         result = fit(config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks)
@@ -110,6 +112,7 @@ def run_training(
 
     work = paths.partial
     model.save(work / "model.keras")
+    export_saved_model(model, corpus.vocab, work / SAVED_MODEL_DIR)
     (work / "vocab.json").write_text(corpus.vocab.to_json())
     write_history(history, work / "history.csv")
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))

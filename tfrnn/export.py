@@ -1,0 +1,187 @@
+"""SavedModel export: string in, string out, loadable with nothing but TensorFlow.
+
+The exported module carries the vocabulary (a lookup table) and the study's cleaning rule,
+and runs the recurrence cell by cell with plain TensorFlow ops. It never calls the Keras
+recurrent *layers*, which on a GPU may trace ``CudnnRNN`` ops that a CPU-only machine
+cannot run (keras#18504): a model trained on a GPU loads and generates anywhere.
+
+Signatures (every input may be a scalar or a vector of strings; outputs match its shape):
+
+- ``generate(prompt, num_chars, temperature, seed)`` -> ``text`` (cleaned prompt plus
+  continuation), ``continuation``. Temperature <= 0 is greedy (arg-max), as in the study.
+  An empty prompt starts from a single space. ``num_chars`` is clamped to [0, 100,000].
+- ``generate_top_k(prompt, num_chars, temperature, seed, top_k)`` -> the same, sampling
+  only among the ``top_k`` likeliest characters (0: all of them).
+- ``score(text)`` -> per text ``cross_entropy`` (mean nats per predicted character),
+  ``perplexity`` and ``characters`` (how many were predicted), from a zero state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tfrnn.data import UNK, Vocab
+from tfrnn.models import recurrent_layers
+from tfrnn.serving import MAX_CHARS
+
+_STRING = tf.TensorSpec(None, tf.string)
+_INT = tf.TensorSpec([], tf.int32)
+_FLOAT = tf.TensorSpec([], tf.float32)
+
+
+class TextModel(tf.Module):
+    """A trained character model wrapped for serving: cleaning, lookup, in-graph loops."""
+
+    def __init__(self, model: keras.Model, vocab: Vocab) -> None:
+        super().__init__(name="tfrnn_text_model")
+        # Only layers and cells are tracked, never the Keras model: saving a model also
+        # traces its own forward pass, whose recurrent layers may pick cuDNN on a GPU.
+        names = [layer.name for layer in model.layers]
+        self.input_layer = model.get_layer("embedding" if "embedding" in names else "one_hot")
+        self.cells = [layer.cell for layer in recurrent_layers(model)]
+        self.output_layer = model.get_layer("logits")
+        chars = [t for t in vocab.tokens if t != UNK]
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(chars), tf.constant([vocab.tokens.index(c) for c in chars], tf.int32)
+            ),
+            default_value=vocab.unk,
+        )
+        self.tokens = tf.constant(["?" if t == UNK else t for t in vocab.tokens])
+        self.vocab_size = len(vocab)
+
+    # -- building blocks -------------------------------------------------------------
+    def _encode(self, text):
+        """Clean (the study's rule) and map to ids: dense ``[B, T]`` ids and lengths ``[B]``."""
+        cleaned = tf.strings.lower(tf.strings.regex_replace(text, "[^A-Za-z]+", " "))
+        chars = tf.strings.bytes_split(cleaned)
+        ids = tf.ragged.map_flat_values(self.table.lookup, chars)
+        return cleaned, ids.to_tensor(default_value=0), tf.cast(ids.row_lengths(), tf.int32)
+
+    def _zero_states(self, batch):
+        states = []
+        for cell in self.cells:
+            sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
+            states.append([tf.zeros([batch, size]) for size in sizes])
+        return states
+
+    def _step(self, ids, states):
+        """One character for every row: ids ``[B]`` -> logits ``[B, V]`` and new states."""
+        x = self.input_layer(ids[:, None])[:, 0, :]
+        new_states = []
+        for cell, state in zip(self.cells, states):
+            x, state = cell(x, state, training=False)
+            new_states.append(list(state) if isinstance(state, (list, tuple)) else [state])
+        return self.output_layer(x), new_states
+
+    def _warm(self, ids, lengths):
+        """Read each row's prompt from a zero state; returns its last logits and states."""
+        batch = tf.shape(ids)[0]
+        states = self._zero_states(batch)
+        logits = tf.zeros([batch, self.vocab_size])
+        for t in tf.range(tf.shape(ids)[1]):
+            new_logits, new_states = self._step(ids[:, t], states)
+            live = (t < lengths)[:, None]  # rows whose prompt is still being read
+            logits = tf.where(live, new_logits, logits)
+            states = tf.nest.map_structure(lambda n, o, live=live: tf.where(live, n, o), new_states, states)
+        return logits, states
+
+    def _generate(self, prompt, num_chars, temperature, seed, top_k):
+        shape = tf.shape(prompt)
+        prompt = tf.reshape(prompt, [-1])
+        cleaned, ids, lengths = self._encode(prompt)
+        cleaned = tf.where(tf.equal(lengths, 0), " ", cleaned)  # empty: start from a space
+        ids = tf.pad(ids, [[0, 0], [0, 1]])  # a space (id 0) for empty prompts; masked otherwise
+        lengths = tf.maximum(lengths, 1)
+        logits, states = self._warm(ids, lengths)
+        num_chars = tf.clip_by_value(num_chars, 0, MAX_CHARS)
+        out = tf.TensorArray(tf.int32, size=num_chars)
+        for i in tf.range(num_chars):
+            if temperature > 0:
+                scaled = logits / temperature
+                if top_k > 0:
+                    kth = tf.math.top_k(scaled, tf.minimum(top_k, self.vocab_size)).values[:, -1:]
+                    scaled = tf.where(scaled < kth, tf.float32.min, scaled)
+                nxt = tf.random.stateless_categorical(scaled, 1, seed=tf.stack([seed, i]), dtype=tf.int32)[
+                    :, 0
+                ]
+            else:
+                nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            out = out.write(i, nxt)
+            logits, states = self._step(nxt, states)
+        chosen = tf.transpose(out.stack())  # [B, num_chars]; [0, B] when nothing to write
+        chosen = tf.reshape(chosen, [tf.shape(prompt)[0], num_chars])
+        continuation = tf.strings.reduce_join(tf.gather(self.tokens, chosen), axis=-1)
+        return {
+            "text": tf.reshape(cleaned + continuation, shape),
+            "continuation": tf.reshape(continuation, shape),
+        }
+
+    # -- serving signatures -------------------------------------------------------------
+    @tf.function(input_signature=[_STRING, _INT, _FLOAT, _INT])
+    def generate(self, prompt, num_chars, temperature, seed):
+        """Prompt plus ``num_chars`` generated characters (temperature <= 0: greedy)."""
+        return self._generate(prompt, num_chars, temperature, seed, tf.constant(0))
+
+    @tf.function(input_signature=[_STRING, _INT, _FLOAT, _INT, _INT])
+    def generate_top_k(self, prompt, num_chars, temperature, seed, top_k):
+        """As ``generate``, sampling among the ``top_k`` likeliest characters only."""
+        return self._generate(prompt, num_chars, temperature, seed, top_k)
+
+    @tf.function(input_signature=[_STRING])
+    def score(self, text):
+        """Mean cross-entropy and perplexity of each text, read from a zero state."""
+        shape = tf.shape(text)
+        _, ids, lengths = self._encode(tf.reshape(text, [-1]))
+        batch = tf.shape(ids)[0]
+        states = self._zero_states(batch)
+        total = tf.zeros([batch])
+        for t in tf.range(tf.shape(ids)[1] - 1):
+            logits, states = self._step(ids[:, t], states)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(ids[:, t + 1], logits)
+            total += tf.where(t + 1 < lengths, ce, 0.0)
+        count = tf.maximum(lengths - 1, 0)
+        mean = total / tf.cast(tf.maximum(count, 1), tf.float32)
+        mean = tf.where(count > 0, mean, float("nan"))  # nothing to predict
+        return {
+            "cross_entropy": tf.reshape(mean, shape),
+            "perplexity": tf.reshape(tf.exp(mean), shape),
+            "characters": tf.reshape(count, shape),
+        }
+
+
+def export_saved_model(model: keras.Model, vocab: Vocab, path: Path) -> Path:
+    """Write ``model`` as a SavedModel with ``generate``, ``generate_top_k`` and ``score``."""
+    module = TextModel(model, vocab)
+    signatures = {
+        "generate": module.generate.get_concrete_function(),
+        "generate_top_k": module.generate_top_k.get_concrete_function(),
+        "score": module.score.get_concrete_function(),
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
+def export_run(run_dir: Path) -> Path:
+    """Re-export the SavedModel of a finished run folder from its ``model.keras``."""
+    import shutil
+
+    import tfrnn.train  # noqa: F401  (registers tfrnn's custom layer and metric)
+    from tfrnn.errors import TfrnnError
+    from tfrnn.serving import SAVED_MODEL_DIR
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file() or not (run_dir / "vocab.json").is_file():
+        raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no model.keras and vocab.json)")
+    model = keras.saving.load_model(run_dir / "model.keras")
+    vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
+    tmp = run_dir / f".{SAVED_MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_saved_model(model, vocab, tmp)
+    final = run_dir / SAVED_MODEL_DIR
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final

@@ -1,0 +1,54 @@
+"""Using an exported SavedModel: find it, load it, generate and score (TensorFlow only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfrnn.errors import TfrnnError
+
+SAVED_MODEL_DIR = "saved_model"
+MAX_CHARS = 100_000
+
+
+def resolve_saved_model(path: str | Path) -> Path:
+    """The SavedModel folder of a run folder, or ``path`` itself if it is one."""
+    path = Path(path)
+    for candidate in (path, path / SAVED_MODEL_DIR):
+        if (candidate / "saved_model.pb").is_file():
+            return candidate
+    if not path.exists():
+        raise TfrnnError(f"{path} does not exist")
+    if (path / "model.keras").is_file():
+        raise TfrnnError(f"{path} has no SavedModel yet: run `tfrnn export {path}` first")
+    raise TfrnnError(f"{path} is not a tfrnn run folder or SavedModel")
+
+
+def load(path: str | Path):
+    """Load the exported model of a run folder or SavedModel folder."""
+    import tensorflow as tf
+
+    saved = resolve_saved_model(path)
+    loaded = tf.saved_model.load(str(saved))
+    if not all(hasattr(loaded, name) for name in ("generate", "generate_top_k", "score")):
+        raise TfrnnError(f"{saved} is a SavedModel, but not one exported by tfrnn")
+    return loaded
+
+
+def generate(
+    loaded, prompts: list[str], num_chars: int = 20, temperature: float = 0.0, seed: int = 0, top_k: int = 0
+) -> list[str]:
+    """Prompt plus continuation for each prompt (temperature 0: greedy)."""
+    if not 0 <= num_chars <= MAX_CHARS:
+        raise TfrnnError(f"--chars must be between 0 and {MAX_CHARS:,}, got {num_chars}")
+    if temperature < 0:
+        raise TfrnnError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k < 0:
+        raise TfrnnError(f"--top-k must be >= 0 (0: no limit), got {top_k}")
+    out = loaded.generate_top_k(prompts, num_chars, float(temperature), seed, top_k)
+    return [t.decode() for t in out["text"].numpy()]
+
+
+def score(loaded, texts: list[str]) -> dict[str, list]:
+    """Per-text mean cross-entropy (nats per character), perplexity and characters predicted."""
+    out = loaded.score(texts)
+    return {k: v.numpy().tolist() for k, v in out.items()}
