@@ -78,7 +78,7 @@ def test_prompts_outside_the_vocabulary_are_cleaned_not_fatal(small_run):
 
 
 def test_same_seed_repeats_a_run_and_another_seed_differs(tmp_path):
-    args = ["fit", "--cell", "lstm", "--units", 8, "--epochs", 1, "-q"]
+    args = ["fit", "--cell", "lstm", "--units", 8, "--epochs", 1, "-q", "--no-profile"]
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         result = run_cli(*args, "--seed", seed, "--out", tmp_path / name)
@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_from_its_last_completed_epoch(tmp_path, monkeyp
     from tfrnn import train
 
     out = tmp_path / "run"
-    args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 3, "--out", out]
+    args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 3, "--out", out, "--no-profile"]
     original = train.EpochTimer.on_epoch_begin
 
     def interrupt_in_epoch_2(self, epoch, logs=None):
@@ -140,7 +140,7 @@ def test_existing_run_is_kept_unless_overwrite(small_run, tmp_path):
     result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q")
     assert result.exit_code == 1 and "--overwrite" in result.stderr
     assert (out / "keep.txt").read_text() == "mine"
-    result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q", "--overwrite")
+    result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q", "--overwrite", "--no-profile")
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == RUN_FILES
 
@@ -162,6 +162,7 @@ def test_book_preset_reports_a_test_perplexity(tmp_path):
         "--out",
         out,
         "-q",
+        "--no-profile",
     )
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())

@@ -141,6 +141,11 @@ def _hw4(key: str) -> str:
     default=None,
     help="Write TensorBoard logs to this folder.",
 )
+@click.option(
+    "--no-profile",
+    is_flag=True,
+    help="Skip the FLOPs counts and speed timings stored in metrics.json (saves seconds).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
 def fit(
     cell,
@@ -161,12 +166,14 @@ def fit(
     overwrite,
     resume,
     tensorboard,
+    no_profile,
     quiet,
 ) -> None:
     """Train a model, report its perplexity and write its run folder.
 
-    The folder (saved_models/NAME unless --out) holds model.keras, vocab.json,
-    history.csv, metrics.json and curves.png. It appears only when training finished;
+    The folder (saved_models/NAME unless --out) holds model.keras, saved_model/ (for
+    `tfrnn generate` and plain TensorFlow), vocab.json, history.csv, metrics.json (with
+    parameters, FLOPs and speed) and curves.png. It appears only when training finished;
     an interrupted run is continued with the same command plus --resume.
 
     \b
@@ -211,6 +218,7 @@ def fit(
             tensorboard=tensorboard,
             verbose=verbose,
             log=click.echo,
+            profile=not no_profile,
         )
     except KeyboardInterrupt:
         raise Interrupted(
@@ -362,6 +370,61 @@ def score(model, text_file, window, stride) -> None:
         f"{count:,} characters in {len(texts):,} text(s): cross-entropy {total / count:.4f} nats, "
         f"perplexity {math.exp(total / count):.3f}"
     )
+
+
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--cell",
+    type=click.Choice(CELLS),
+    default="gru",
+    show_default=True,
+    help="Cell to profile without training (ignored with RUN_DIR).",
+)
+@click.option("--units", type=int, default=32, show_default=True, help="Hidden units per layer.")
+@click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--embedding", type=int, default=None, help="Embedding size instead of one-hot input.")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="hw4",
+    show_default=True,
+    help="Preset whose batch and sequence length size the training step.",
+)
+@click.option("--no-speed", is_flag=True, help="Skip the generation and scoring timings.")
+def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
+    """Parameters, MACs, FLOPs (tf.profiler and analytic) and speed of a model.
+
+    With RUN_DIR (a folder written by `tfrnn fit`) the figures of that run, training time
+    included; without it, those of --cell/--units/--layers, no training needed.
+
+    \b
+    Examples:
+      tfrnn profile --cell lstm --units 128
+      tfrnn profile saved_models/gru-32
+    """
+    import json
+
+    training = None
+    if run_dir is not None:
+        metrics_file = Path(run_dir) / "metrics.json"
+        if not metrics_file.is_file():
+            raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no metrics.json)")
+        metrics = json.loads(metrics_file.read_text())
+        config = TrainConfig(**metrics["config"])
+        training = metrics
+    else:
+        config = TrainConfig.resolve(preset, cell=cell, units=units, layers=layers, embedding=embedding)
+    _import_tensorflow_quietly()
+    from tfrnn import profile as prof
+
+    figures = (training or {}).get("profile") or prof.profile_config(config).as_dict()
+    speed = None if no_speed else (training or {}).get("speed") or prof.speed_of_config(config)
+    rows = prof.report_rows(figures, speed, training)
+    click.echo(f"{config.name}  ({config.preset} preset, batch {config.batch_size} x {config.num_steps})")
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, value, how in rows:
+        click.echo(f"  {name:<{width[0]}}  {value:>{width[1]}}  {how}")
 
 
 def main() -> None:

@@ -69,6 +69,7 @@ def run_training(
     verbose: int | str = "auto",
     log=print,
     callbacks: list | None = None,
+    profile: bool = True,
 ) -> dict:
     """Train ``config`` and write its run folder at ``paths.final``; returns the metrics.
 
@@ -91,6 +92,7 @@ def run_training(
     if resumed:
         log(f"resuming the interrupted run in {paths.partial}")
     from tfrnn.export import export_saved_model  # deferred: imports TensorFlow
+    from tfrnn.profile import measure_speed, profile_config
     from tfrnn.train import fit
 
     try:
@@ -112,7 +114,13 @@ def run_training(
 
     work = paths.partial
     model.save(work / "model.keras")
-    export_saved_model(model, corpus.vocab, work / SAVED_MODEL_DIR)
+    saved = export_saved_model(model, corpus.vocab, work / SAVED_MODEL_DIR)
+    if profile:
+        log("profiling (tf.profiler FLOPs, generation and scoring speed)...")
+        import tensorflow as tf
+
+        metrics["profile"] = profile_config(config, len(corpus.vocab)).as_dict()
+        metrics["speed"] = measure_speed(tf.saved_model.load(str(saved)))
     (work / "vocab.json").write_text(corpus.vocab.to_json())
     write_history(history, work / "history.csv")
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))

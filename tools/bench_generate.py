@@ -40,11 +40,19 @@ def main() -> None:
         m.generate(prompts, a.chars, a.temperature, seed)["text"].numpy()
         seconds.append(time.perf_counter() - t0)
     med = statistics.median(seconds)
-    print(json.dumps({
-        "model": a.model, "chars": a.chars, "batch": a.batch, "temperature": a.temperature,
-        "median_s": round(med, 4), "chars_per_s": round(a.chars * a.batch / med, 1),
-        "ms_per_char": round(1000 * med / a.chars, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "model": a.model,
+                "chars": a.chars,
+                "batch": a.batch,
+                "temperature": a.temperature,
+                "median_s": round(med, 4),
+                "chars_per_s": round(a.chars * a.batch / med, 1),
+                "ms_per_char": round(1000 * med / a.chars, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
