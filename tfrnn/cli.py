@@ -427,6 +427,106 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
         click.echo(f"  {name:<{width[0]}}  {value:>{width[1]}}  {how}")
 
 
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise TfrnnError(f"{option} takes comma-separated integers, got {value!r}") from None
+
+
+@cli.command()
+@click.option(
+    "--grid",
+    "grid_spec",
+    default=None,
+    help="'hw4' (the study's 14 models) or a TOML grid file.  [default: hw4 unless "
+    "--cells/--units/--layers are given]",
+)
+@click.option("--cells", default=None, help="Comma-separated cells, e.g. gru,lstm.")
+@click.option("--units", default=None, help="Comma-separated widths, e.g. 8,16,32.  [default: 32]")
+@click.option("--layers", default=None, help="Comma-separated depths, e.g. 1,3.  [default: 1]")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default=None,
+    help="Training preset of an options grid.  [default: hw4]",
+)
+@click.option("--epochs", type=int, default=None, help="Override every model's epochs (a quick look).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A UTF-8 text file instead of The Time Machine.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
+)
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines, only one line per model.")
+def compare(grid_spec, cells, units, layers, preset, epochs, data, out, quiet) -> None:
+    """Train a grid of models and write a report: tables, figures, CSV and JSON.
+
+    The report folder holds report.md (tables per family with the study's figures beside
+    tfrnn's, continuations, findings, figures), results.csv, results.json, PNG figures,
+    and runs/ with every model's run folder. Run the same command again after an
+    interruption: finished models are kept, the interrupted one resumes.
+
+    \b
+    Examples:
+      tfrnn compare --grid hw4                       # the study, 50 epochs
+      tfrnn compare --grid hw4 --epochs 5            # a quick look
+      tfrnn compare --cells gru,lstm --units 8,16,32,64,128 --layers 1,3
+      tfrnn compare --grid my_grid.toml
+    """
+    from tfrnn import compare as cmp
+
+    options_grid = any(v is not None for v in (cells, units, layers))
+    if grid_spec is not None and options_grid:
+        raise TfrnnError("give either --grid or --cells/--units/--layers, not both")
+    if options_grid:
+        grid = cmp.product_grid(
+            (cells or "gru").split(","),
+            _int_list(units, "--units") or [32],
+            _int_list(layers, "--layers") or [1],
+            preset=preset or "hw4",
+            name="grid",
+            epochs=epochs,
+        )
+    elif grid_spec in (None, "hw4"):
+        if preset not in (None, "hw4"):
+            raise TfrnnError("the hw4 grid uses the hw4 preset; use a grid file for another preset")
+        grid = cmp.hw4_grid(epochs=epochs)
+    else:
+        grid = cmp.load_grid(Path(grid_spec), epochs=epochs, **({"preset": preset} if preset else {}))
+    out = out if out is not None else Path("reports") / grid.name
+    from tfrnn.data import Corpus
+
+    Corpus.load(data)  # a bad data file stops here, before anything is written
+    _import_tensorflow_quietly()
+    import time
+
+    from tfrnn.report import write_report
+
+    click.echo(f"comparing {len(grid.configs)} models into {out}")
+    t0 = time.perf_counter()
+    results = cmp.run_grid(grid, out, data=data, verbose=0 if quiet else 2, log=click.echo)
+    rows = cmp.result_rows(results)
+    first = grid.configs[0]
+    unigram = cmp.unigram_perplexity(data, first.preset, first.num_steps)
+    path = write_report(out, grid.name, rows, unigram, time.perf_counter() - t0)
+    click.echo(f"\n{'model':<12} {'perplexity':>10} {'params':>9} {'time':>8}")
+    for r in rows:
+        if r["status"] == "ok":
+            click.echo(
+                f"{r['model']:<12} {r['val_ppl']:>10.3f} {r['params_recurrent_study']:>9,} "
+                f"{r['training_seconds']:>7.0f}s"
+            )
+        else:
+            click.echo(f"{r['model']:<12} {'failed':>10}  {r['error']}")
+    click.echo(f"report: {path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tfrnn")

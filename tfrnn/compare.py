@@ -1,0 +1,255 @@
+"""`tfrnn compare`: train a grid of models and write a report (tables, figures, CSV, JSON).
+
+A grid comes from options, a TOML file, or the shipped ``hw4`` preset (the study's 14
+models). Each model is an ordinary run folder under ``OUT/runs/``: a finished one whose
+configuration matches is kept, an interrupted one is resumed, a failing one is recorded
+and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfrnn.config import TrainConfig
+from tfrnn.errors import ConfigError, Interrupted, TfrnnError
+from tfrnn.rundir import RunPaths
+from tfrnn.study import HW4_GRID
+
+PROMPTS = ("it has", "we are always", "he looked across")
+_CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__ if f != "preset"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named list of configurations to train and compare."""
+
+    name: str
+    configs: tuple[TrainConfig, ...]
+
+
+def _configs(models: list[dict], preset: str, shared: dict) -> tuple[TrainConfig, ...]:
+    configs = []
+    for model in models:
+        unknown = set(model) - _CONFIG_KEYS
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) in grid: {', '.join(sorted(unknown))}")
+        configs.append(TrainConfig.resolve(preset, **{**shared, **model}))
+    names = Counter(c.name for c in configs)
+    if not configs:
+        raise ConfigError("the grid holds no model")
+    if max(names.values()) > 1:
+        raise ConfigError(f"the grid names a model twice: {names.most_common(1)[0][0]}")
+    return tuple(configs)
+
+
+def hw4_grid(**shared) -> Grid:
+    """The study's 14 models under its protocol (``shared`` overrides, e.g. ``epochs``)."""
+    models = [dict(cell=c, units=u, layers=n) for c, u, n in HW4_GRID]
+    return Grid("hw4", _configs(models, "hw4", shared))
+
+
+def product_grid(
+    cells: list[str], units: list[int], layers: list[int], preset: str = "hw4", name: str = "grid", **shared
+) -> Grid:
+    """Every combination of cells, units and layers."""
+    models = [dict(cell=c, units=u, layers=n) for c in cells for n in layers for u in units]
+    return Grid(name, _configs(models, preset, shared))
+
+
+def load_grid(path: Path, **overrides) -> Grid:
+    """A grid from a TOML file: shared settings at the top, then ``[[models]]`` tables or
+    ``cells``/``units``/``layers`` lists (see README)."""
+    try:
+        spec = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"grid file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
+    name = spec.pop("name", Path(path).stem)
+    preset = spec.pop("preset", "hw4")
+    models = spec.pop("models", None)
+    lists = {k: spec.pop(k) for k in ("cells", "units", "layers") if isinstance(spec.get(k), list)}
+    shared = {**spec, **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(shared) - _CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
+    if models is None:
+        if "cells" not in lists:
+            raise ConfigError(f"{path} needs [[models]] tables or a cells = [...] list")
+        models = [
+            dict(cell=c, units=u, layers=n)
+            for c in lists["cells"]
+            for n in lists.get("layers", [1])
+            for u in lists.get("units", [32])
+        ]
+    return Grid(name, _configs(models, preset, shared))
+
+
+def _resumable(paths: RunPaths, config: dict) -> bool:
+    if not paths.config_file.is_file():
+        return False
+    saved = json.loads(paths.config_file.read_text())
+    return all(saved.get(k) == v for k, v in config.items() if k != "epochs")
+
+
+def _finished(run_dir: Path, config: dict) -> dict | None:
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("config") == config:
+            return metrics
+    return None
+
+
+def _cost(config: TrainConfig) -> float:
+    """Rough relative training cost, for the ETA: per-step MACs plus a fixed overhead."""
+    from tfrnn.profile import study_macs
+
+    per_step = study_macs(config.cell, config.units, config.layers, config.embedding or 28, steps=1)
+    return config.epochs * (per_step + 20_000) + 100_000  # + export and generation
+
+
+def _format_seconds(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.0f}s"
+
+
+def run_grid(
+    grid: Grid, out: Path, data: Path | None = None, verbose: int | str = 2, log=print
+) -> list[dict]:
+    """Train every model of ``grid`` not already finished in ``out/runs``; returns results."""
+    from tfrnn.experiment import run_training
+
+    out.mkdir(parents=True, exist_ok=True)
+    results, started = [], time.perf_counter()
+    trained_seconds = trained_cost = 0.0
+    for i, config in enumerate(grid.configs, 1):
+        paths = RunPaths(out / "runs" / config.name)
+        cfg = config.to_dict()
+        elapsed = time.perf_counter() - started
+        remaining = sum(_cost(c) for c in grid.configs[i - 1 :])
+        eta = f", ETA {_format_seconds(trained_seconds / trained_cost * remaining)}" if trained_cost else ""
+        metrics = _finished(paths.final, cfg)
+        if metrics is not None:
+            log(f"[{i}/{len(grid.configs)}] {config.name}: finished earlier, kept")
+            results.append(metrics)
+            continue
+        log(f"[{i}/{len(grid.configs)}] {config.name}: training (elapsed {_format_seconds(elapsed)}{eta})")
+        t0 = time.perf_counter()
+        try:
+            metrics = run_training(
+                config,
+                paths,
+                data=data,
+                resume=_resumable(paths, cfg),
+                overwrite=True,
+                verbose=verbose,
+                log=lambda *_: None,
+                profile=False,
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted during {config.name}; finished models are kept in {out / 'runs'}: "
+                "run the same command again to continue"
+            ) from None
+        except TfrnnError as exc:
+            log(f"    {config.name} failed: {exc}")
+            metrics = {"name": config.name, "config": cfg, "failed": str(exc)}
+        trained_seconds += time.perf_counter() - t0
+        trained_cost += _cost(config)
+        results.append(metrics)
+    return results
+
+
+def result_rows(results: list[dict]) -> list[dict]:
+    """One flat row per model (for CSV, JSON and the report)."""
+    from tfrnn.profile import study_macs
+    from tfrnn.study import STUDY_CONTINUATIONS, STUDY_MODELS
+
+    rows = []
+    for m in results:
+        c = m["config"]
+        row = {
+            "model": m["name"],
+            "cell": c["cell"],
+            "units": c["units"],
+            "layers": c["layers"],
+            "dropout": c["dropout"],
+            "preset": c["preset"],
+            "epochs": c["epochs"],
+            "status": "failed" if "failed" in m else "ok",
+            "error": m.get("failed", ""),
+        }
+        study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" else {}
+        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or 28)
+        if "failed" not in m:
+            p = m["parameters"]
+            row.update(
+                val_ppl=m["final_val_perplexity"],
+                best_val_ppl=m["best_val_perplexity"],
+                best_epoch=m["best_epoch"],
+                train_ppl=m["final_train_perplexity"],
+                test_ppl=m["test_perplexity"],
+                training_seconds=m["training_seconds"],
+                seconds_per_epoch=m["median_epoch_seconds"],
+                params_total=p["total"],
+                params_recurrent_keras=p["recurrent_keras"],
+                params_recurrent_study=p["recurrent_study"],
+            )
+            for prompt in PROMPTS:
+                row[f"continuation: {prompt}"] = m["continuations"][prompt]
+        row["study_seconds"] = study.get("seconds")
+        row["study_params"] = study.get("params")
+        row["study_macs"] = study.get("macs")
+        study_text = STUDY_CONTINUATIONS.get(m["name"]) if study else None
+        for prompt, text in zip(PROMPTS, study_text or (None,) * 3):
+            row[f"study continuation: {prompt}"] = text
+        rows.append(row)
+    return rows
+
+
+def families(rows: list[dict]) -> dict[str, list[dict]]:
+    """The report's tables: one per single-layer cell, one per shared width, deep stacks."""
+    single = [r for r in rows if r["layers"] == 1]
+    tables: dict[str, list[dict]] = {}
+    for cell in ("gru", "lstm", "rnn"):
+        members = sorted((r for r in single if r["cell"] == cell), key=lambda r: r["units"])
+        if members:
+            tables[{"gru": "GRU", "lstm": "LSTM", "rnn": "SimpleRNN"}[cell]] = members
+    for units in sorted({r["units"] for r in single}):
+        members = [r for r in single if r["units"] == units]
+        if len({r["cell"] for r in members}) > 1:
+            tables[f"{units} units"] = sorted(members, key=lambda r: ("rnn", "gru", "lstm").index(r["cell"]))
+    deep = [r for r in rows if r["layers"] > 1]
+    if deep:
+        tables["Deep stacks"] = sorted(deep, key=lambda r: (r["layers"], r["cell"], r["units"]))
+    return tables
+
+
+def ranks(members: list[dict]) -> dict[str, int]:
+    """Rank by final validation perplexity, 1 = lowest; failed models are not ranked."""
+    ok = sorted((r for r in members if r["status"] == "ok"), key=lambda r: r["val_ppl"])
+    return {r["model"]: i for i, r in enumerate(ok, 1)}
+
+
+def unigram_perplexity(data: Path | None, preset: str, num_steps: int) -> float:
+    """Perplexity of predicting validation characters from training-set frequencies alone:
+    the level at which a model has learned nothing but letter counts ("stalled")."""
+    import numpy as np
+
+    from tfrnn.data import Corpus, book_parts, hw4_windows
+
+    ids = Corpus.load(data).ids
+    if preset == "hw4":
+        parts = hw4_windows(ids, num_steps)
+        train, val = parts["train"][1][:, -1], parts["val"][1].ravel()
+    else:
+        parts = book_parts(ids, num_steps)
+        train, val = parts["train"], parts["val"]
+    counts = np.bincount(train, minlength=28) + 1.0  # add-one smoothing
+    logp = np.log(counts / counts.sum())
+    return float(np.exp(-logp[val].mean()))

@@ -1,0 +1,297 @@
+"""The comparison report: results.csv / results.json, figures, and report.md that links them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tfrnn.compare import PROMPTS, families, ranks
+from tfrnn.rundir import read_history
+from tfrnn.study import STUDY_RANKS
+
+CELL_COLOURS = {"rnn": "tab:green", "gru": "tab:blue", "lstm": "tab:orange"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _slug(title: str) -> str:
+    return title.lower().replace(" ", "_")
+
+
+def plot_family(title: str, members: list[dict], runs: Path, path: Path) -> None:
+    """Validation perplexity against epoch for every model of one table, on one axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for r in members:
+        history_file = runs / r["model"] / "history.csv"
+        if r["status"] != "ok" or not history_file.is_file():
+            continue
+        h = read_history(history_file)
+        ax.plot([e["epoch"] for e in h], [e["val_perplexity"] for e in h], label=r["model"])
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="epoch", ylabel="validation perplexity (log scale)", title=f"{title}: validation perplexity"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_ppl_vs_params(rows: list[dict], path: Path) -> None:
+    """Final validation perplexity against parameters (log scale), every model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for cell, colour in CELL_COLOURS.items():
+        pts = [r for r in rows if r["status"] == "ok" and r["cell"] == cell]
+        for deep in (False, True):
+            sel = [r for r in pts if (r["layers"] > 1) == deep]
+            if sel:
+                ax.scatter(
+                    [r["params_recurrent_study"] for r in sel],
+                    [r["val_ppl"] for r in sel],
+                    color=colour,
+                    marker="s" if deep else "o",
+                    label=f"{cell}{' stacks' if deep else ''}",
+                )
+        for r in pts:
+            ax.annotate(
+                r["model"],
+                (r["params_recurrent_study"], r["val_ppl"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="parameters of the recurrent layers (study convention, log scale)",
+        ylabel="final validation perplexity",
+        title="Perplexity against size",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_time_vs_units(rows: list[dict], path: Path) -> None:
+    """Training time against units, one line per single-layer cell."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for cell, colour in CELL_COLOURS.items():
+        sel = sorted(
+            (r for r in rows if r["status"] == "ok" and r["cell"] == cell and r["layers"] == 1),
+            key=lambda r: r["units"],
+        )
+        if sel:
+            ax.plot(
+                [r["units"] for r in sel],
+                [r["training_seconds"] for r in sel],
+                marker="o",
+                color=colour,
+                label=cell,
+            )
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="units (log scale)", ylabel="training time (s)", title="Training time against width")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _num(x, fmt: str = ",.2f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def study_ranks(title: str, members: list[dict]) -> dict[str, int]:
+    """The study's ranks for a table, when it holds exactly the study's models."""
+    study = STUDY_RANKS.get(title, {})
+    return study if set(study) == {r["model"] for r in members} else {}
+
+
+def findings(tables: dict[str, list[dict]], rows: list[dict], unigram: float) -> list[str]:
+    """Sentences comparing this run with the study, generated from the numbers."""
+    out = []
+    for title, members in tables.items():
+        ours = ranks(members)
+        if title in ("GRU", "LSTM", "SimpleRNN") and len(ours) > 1:
+            by_units = [r for r in sorted(members, key=lambda r: r["units"]) if r["status"] == "ok"]
+            not_lower = [(a, b) for a, b in zip(by_units, by_units[1:]) if b["val_ppl"] >= a["val_ppl"]]
+            if not not_lower:
+                out.append(
+                    f"{title}: more units gave lower validation perplexity at every step "
+                    f"({', '.join(r['model'] for r in by_units)}), as the study found."
+                )
+            else:
+                out.append(
+                    f"{title}: unlike the study, perplexity does not fall with every increase in "
+                    "units: "
+                    + "; ".join(
+                        f"{b['model']} ({b['val_ppl']:.2f}) is not below {a['model']} ({a['val_ppl']:.2f})"
+                        for a, b in not_lower
+                    )
+                    + "."
+                )
+        study = study_ranks(title, members)
+        common = [m for m in ours if m in study]
+        if len(common) > 1 and title not in ("GRU", "LSTM"):
+            differ = [
+                f"{m} is ranked {ours[m]} here, {study[m]} in the study"
+                for m in common
+                if sorted(common, key=ours.get).index(m) != sorted(common, key=study.get).index(m)
+            ]
+            if differ:
+                out.append(f"{title}: the order differs from the study's: {'; '.join(differ)}.")
+            else:
+                out.append(f"{title}: same order as the study ({', '.join(sorted(common, key=ours.get))}).")
+    ok = [r for r in rows if r["status"] == "ok"]
+    stalled = [r for r in ok if r["val_ppl"] >= 0.95 * unigram]
+    deep = [r for r in ok if r["layers"] > 1]
+    if deep:
+        if stalled:
+            out.append(
+                f"Stalled near the unigram level (validation perplexity {unigram:.2f} from letter "
+                f"counts alone): {', '.join(r['model'] for r in stalled)}."
+            )
+        study_stalled = {"gru-5x32": 16.7, "lstm-5x32": 17.5}
+        for r in deep:
+            if r["model"] in study_stalled and r not in stalled:
+                out.append(
+                    f"The study's {r['model']} stalled near the unigram level "
+                    f"({study_stalled[r['model']]}); here it reached {r['val_ppl']:.2f} "
+                    f"(unigram level {unigram:.2f})."
+                )
+        blanks = [r["model"] for r in deep if all(not r[f"continuation: {p}"].strip() for p in PROMPTS)]
+        out.append(
+            f"{len(blanks)} of {len(deep)} deep stacks wrote only blanks after the three prompts"
+            f"{' (' + ', '.join(blanks) + ')' if blanks else ''}; in the study 3 of 4 did."
+        )
+    differ = [r for r in ok if r["params_recurrent_study"] != r["params_recurrent_keras"]]
+    if differ:
+        r = differ[0]
+        out.append(
+            "Parameters are counted as the study counted them (recurrent layers only, PyTorch's "
+            "two bias vectors per layer); Keras stores one bias vector in LSTM and SimpleRNN "
+            f"layers, so it holds fewer (e.g. {r['model']}: {r['params_recurrent_keras']:,} in "
+            f"Keras, {r['params_recurrent_study']:,} in the study's convention)."
+        )
+    timed = [r for r in ok if r.get("study_seconds") and r["epochs"] == 50]
+    if timed:
+        ratio = sum(r["training_seconds"] for r in timed) / sum(r["study_seconds"] for r in timed)
+        out.append(
+            f"Training took {ratio:.2f}x the study's Colab time over the {len(timed)} models both "
+            f"trained (this machine: {platform.machine()}, {_cores()} cores; different hardware)."
+        )
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        out.append(
+            f"{len(failed)} model(s) failed and are listed at the end: "
+            f"{', '.join(r['model'] for r in failed)}."
+        )
+    return out
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def write_report(out: Path, grid_name: str, rows: list[dict], unigram: float, wall_seconds: float) -> Path:
+    """Write results.csv, results.json, the figures and report.md into ``out``."""
+    runs = out / "runs"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    tables = families(rows)
+    figures = {}
+    for title, members in tables.items():
+        figures[title] = f"val_ppl_{_slug(title)}.png"
+        plot_family(title, members, runs, out / figures[title])
+    if any(r["status"] == "ok" for r in rows):
+        plot_ppl_vs_params(rows, out / "ppl_vs_params.png")
+        plot_time_vs_units(rows, out / "time_vs_units.png")
+
+    first = rows[0]
+    md = [f"# tfrnn compare: {grid_name}", ""]
+    md.append(
+        f"{len(rows)} models, preset `{first['preset']}`, {first['epochs']} epochs; "
+        f"wall time {wall_seconds / 60:.1f} min; written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
+        f"on {platform.machine()} with {_cores()} cores. Perplexity is the final validation "
+        "perplexity (lower is better); rank 1 is the lowest in its table. Parameters and MACs "
+        "(one 1,024-step sequence) follow the study's convention: recurrent layers only."
+    )
+    md += ["", "## Findings", ""] + [f"- {s}" for s in findings(tables, rows, unigram)]
+    for title, members in tables.items():
+        ours, study = ranks(members), study_ranks(title, members)
+        md += [
+            "",
+            f"## {title}",
+            "",
+            "| model | perplexity | best (epoch) | rank | study rank | train time | study time (50 epochs) "
+            "| parameters | MACs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in members:
+            if r["status"] != "ok":
+                md.append(f"| {r['model']} | failed | | | {study.get(r['model'], '–')} | | | | |")
+                continue
+            md.append(
+                f"| {r['model']} | {r['val_ppl']:.2f} | {r['best_val_ppl']:.2f} ({r['best_epoch']}) "
+                f"| {ours[r['model']]} | {study.get(r['model'], '–')} | {r['training_seconds']:.0f} s "
+                f"| {_num(r['study_seconds'], '.0f')}{' s' if r['study_seconds'] else ''} "
+                f"| {r['params_recurrent_study']:,} | {r['macs_1024_study'] / 1e6:.2f}M |"
+            )
+        md += ["", f"![{title}: validation perplexity against epoch]({figures[title]})"]
+    md += [
+        "",
+        "## Continuations (greedy, 20 characters)",
+        "",
+        "| model | " + " | ".join(f"'{p}'" for p in PROMPTS) + " |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] == "ok":
+            md.append(
+                f"| {r['model']} | " + " | ".join(f"`{r[f'continuation: {p}']}`" for p in PROMPTS) + " |"
+            )
+        if r.get(f"study continuation: {PROMPTS[0]}"):
+            md.append(
+                "| *study* | " + " | ".join(f"`{r[f'study continuation: {p}']}`" for p in PROMPTS) + " |"
+            )
+    if any(r["status"] == "ok" for r in rows):
+        md += [
+            "",
+            "## Size and time",
+            "",
+            "![Final validation perplexity against parameters](ppl_vs_params.png)",
+            "",
+            "![Training time against units](time_vs_units.png)",
+        ]
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        md += ["", "## Failed models", ""] + [f"- {r['model']}: {r['error']}" for r in failed]
+    md += [
+        "",
+        "Every model's own folder (model, SavedModel, history, curves) is under `runs/`; "
+        "`results.csv` and `results.json` hold these numbers for pandas.",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
