@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from tfrnn.config import CELLS, OPTIMIZERS, PRESET_DEFAULTS, PRESETS, TrainConfig
+from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths
 
@@ -61,6 +62,17 @@ def cli() -> None:
 
     Train with `tfrnn fit`; every command has its own --help.
     """
+
+
+def _strategy(name: str):
+    """The tf.distribute strategy of --strategy (None for the default one)."""
+    if name == "default":
+        return None
+    from tfrnn.distribute import make_strategy
+
+    strategy = make_strategy(name)
+    click.echo(f"strategy {name}: {strategy.num_replicas_in_sync} replica(s)")
+    return strategy
 
 
 def _hw4(key: str) -> str:
@@ -142,6 +154,14 @@ def _hw4(key: str) -> str:
     help="Write TensorBoard logs to this folder.",
 )
 @click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="default",
+    show_default=True,
+    help="tf.distribute strategy: mirrored = every local GPU (or $TFRNN_CPU_DEVICES logical "
+    "CPUs); multi-worker = several machines, each run with its own $TF_CONFIG.",
+)
+@click.option(
     "--no-profile",
     is_flag=True,
     help="Skip the FLOPs counts and speed timings stored in metrics.json (saves seconds).",
@@ -166,6 +186,7 @@ def fit(
     overwrite,
     resume,
     tensorboard,
+    strategy,
     no_profile,
     quiet,
 ) -> None:
@@ -202,6 +223,8 @@ def fit(
     _import_tensorflow_quietly()
     from tfrnn.experiment import run_training
 
+    strategy = _strategy(strategy)
+
     click.echo(
         f"training {config.name}: {config.optimizer} lr {config.lr:g}, {config.epochs} epochs, "
         f"batch {config.batch_size} x {config.num_steps} steps, clip {config.clip or 'off'}, "
@@ -219,12 +242,19 @@ def fit(
             verbose=verbose,
             log=click.echo,
             profile=not no_profile,
+            strategy=strategy,
         )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; completed epochs are kept in {paths.partial}: "
             "run the same command with --resume to continue"
         ) from None
+    if m.get("worker"):
+        click.echo(
+            f"worker done (validation perplexity {m['final_val_perplexity']:.3f}); "
+            "the chief writes the run folder"
+        )
+        return
     p = m["parameters"]
     click.echo(
         f"\n{m['name']}: validation perplexity {m['final_val_perplexity']:.3f} "
@@ -463,8 +493,16 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(["default", "mirrored"]),
+    default="default",
+    show_default=True,
+    help="tf.distribute strategy for every model (mirrored: every local GPU, or "
+    "$TFRNN_CPU_DEVICES logical CPUs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines, only one line per model.")
-def compare(grid_spec, cells, units, layers, preset, epochs, data, out, quiet) -> None:
+def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy, quiet) -> None:
     """Train a grid of models and write a report: tables, figures, CSV and JSON.
 
     The report folder holds report.md (tables per family with the study's figures beside
@@ -510,7 +548,9 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, quiet) -
 
     click.echo(f"comparing {len(grid.configs)} models into {out}")
     t0 = time.perf_counter()
-    results = cmp.run_grid(grid, out, data=data, verbose=0 if quiet else 2, log=click.echo)
+    results = cmp.run_grid(
+        grid, out, data=data, verbose=0 if quiet else 2, log=click.echo, strategy=_strategy(strategy)
+    )
     rows = cmp.result_rows(results)
     first = grid.configs[0]
     unigram = cmp.unigram_perplexity(data, first.preset, first.num_steps)

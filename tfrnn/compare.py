@@ -119,7 +119,7 @@ def _format_seconds(s: float) -> str:
 
 
 def run_grid(
-    grid: Grid, out: Path, data: Path | None = None, verbose: int | str = 2, log=print
+    grid: Grid, out: Path, data: Path | None = None, verbose: int | str = 2, log=print, strategy=None
 ) -> list[dict]:
     """Train every model of ``grid`` not already finished in ``out/runs``; returns results."""
     from tfrnn.experiment import run_training
@@ -150,6 +150,7 @@ def run_grid(
                 verbose=verbose,
                 log=lambda *_: None,
                 profile=False,
+                strategy=strategy,
             )
         except KeyboardInterrupt:
             raise Interrupted(

@@ -174,6 +174,9 @@ def _options(ds):
     o.threading.max_intra_op_parallelism = 1
     o.autotune.enabled = False
     o.deterministic = True
+    # Under multi-worker training every worker reads the whole (small, in-memory) pipeline
+    # and keeps its own share of the batches.
+    o.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(o)
 
 

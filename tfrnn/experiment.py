@@ -70,20 +70,20 @@ def run_training(
     log=print,
     callbacks: list | None = None,
     profile: bool = True,
+    strategy=None,
 ) -> dict:
     """Train ``config`` and write its run folder at ``paths.final``; returns the metrics.
 
     Every input is checked before anything is written. An interrupted run keeps its
-    partial folder, so the same call with ``resume=True`` continues it.
+    partial folder, so the same call with ``resume=True`` continues it. Under a
+    multi-worker ``strategy`` every worker trains, and only the chief writes the folder.
     """
-    paths.check(overwrite=overwrite, resume=resume)
-    corpus = Corpus.load(data)
-    if config.seed is not None:
-        import keras
+    from tfrnn.distribute import is_chief
 
-        # Before the pipelines exist: their shuffle seeds combine with the global seed.
-        keras.utils.set_random_seed(config.seed)
-    splits = make_splits(corpus, config.preset, config.num_steps, config.batch_size, config.seed)
+    if strategy is not None and not is_chief(strategy):
+        return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume)
+    paths.check(overwrite=overwrite, resume=resume)
+    corpus, splits = _load(config, data)
     log(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
         + ", ".join(f"{k} {v:,} windows" for k, v in splits.sizes.items())
@@ -96,7 +96,9 @@ def run_training(
     from tfrnn.train import fit
 
     try:
-        result = fit(config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks)
+        result = fit(
+            config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks, strategy
+        )
     except TrainingDiverged:
         paths.discard()
         raise
@@ -110,6 +112,11 @@ def run_training(
         loss = model.evaluate(splits.test, verbose=0, return_dict=True)["loss"]
         extra["test_perplexity"] = math.exp(loss)
     extra["continuations"] = study_continuations(model, corpus.vocab)
+    if strategy is not None:
+        extra["strategy"] = {
+            "name": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+        }
     metrics = summarize(config, history, parameter_counts(model), extra)
 
     work = paths.partial
@@ -127,3 +134,29 @@ def run_training(
     plot_curves(history, work / "curves.png", f"{config.name} ({config.preset} preset)")
     paths.commit()
     return metrics
+
+
+def _load(config: TrainConfig, data):
+    """The corpus and the preset's pipelines, seeded first (shuffle seeds use the global seed)."""
+    corpus = Corpus.load(data)
+    if config.seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
+    return corpus, make_splits(corpus, config.preset, config.num_steps, config.batch_size, config.seed)
+
+
+def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume) -> dict:
+    """A non-chief worker's share: the same checks and training, nothing kept on disk."""
+    import tempfile
+
+    from tfrnn.train import fit
+
+    paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
+    corpus, splits = _load(config, data)
+    with tempfile.TemporaryDirectory(prefix="tfrnn-worker-") as tmp:
+        result = fit(config, splits, len(corpus.vocab), Path(tmp), None, verbose, None, strategy)
+        history = read_history(result.history_csv)
+        if splits.test is not None:  # evaluation is a collective: every worker takes part
+            result.model.evaluate(splits.test, verbose=0)
+    return {"name": config.name, "worker": True, "final_val_perplexity": history[-1]["val_perplexity"]}

@@ -103,14 +103,25 @@ def fit(
     tensorboard: Path | None = None,
     verbose: int | str = "auto",
     extra_callbacks: list | None = None,
+    strategy=None,
 ) -> FitResult:
     """Train ``config`` on ``splits``, logging each epoch to ``workdir/history.csv``.
 
     ``workdir/backup`` holds Keras ``BackupAndRestore`` state: a run interrupted after
     epoch k and started again with the same ``workdir`` continues at epoch k + 1.
+    With a ``tf.distribute`` ``strategy`` the model is built in its scope: Keras splits
+    each global batch across the replicas and aggregates the metrics.
     """
+    import tensorflow as tf
+
     workdir.mkdir(parents=True, exist_ok=True)
-    model = compile_model(config, vocab_size)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = compile_model(config, vocab_size)
+    if strategy is not None:
+        from tfrnn.distribute import is_multi_worker, prepare_multi_worker
+
+        if is_multi_worker(strategy):
+            prepare_multi_worker(model, next(iter(splits.train)))
     history_csv = workdir / "history.csv"
     callbacks = [
         StopOnNaN(),
