@@ -567,6 +567,200 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     click.echo(f"report: {path}")
 
 
+@cli.command()
+@click.option(
+    "--tuner",
+    "tuner_kind",
+    type=click.Choice(["hyperband", "bayesian", "random"]),
+    default="hyperband",
+    show_default=True,
+    help="Keras Tuner search algorithm.",
+)
+@click.option(
+    "--max-trials",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Trials to run (bayesian, random; hyperband sizes its own rounds).",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Epochs per trial at most (early stopping may end a trial sooner).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="hw4",
+    show_default=True,
+    help="Data split and training defaults (batch size, sequence length).",
+)
+@click.option("--cells", default=None, help="Cells to try, e.g. gru,lstm.  [default: rnn,gru,lstm]")
+@click.option("--layers", default=None, help="Depth range MIN-MAX.  [default: 1-5]")
+@click.option("--units", default=None, help="Width range MIN-MAX, tried in powers of two.  [default: 8-256]")
+@click.option("--dropout", default=None, help="Dropout range for stacks, MIN-MAX.  [default: 0-0.5]")
+@click.option(
+    "--optimizers",
+    default=None,
+    help="Optimizers to try, e.g. sgd,adam (each with its own log learning-rate range).  "
+    "[default: sgd for hw4, adam for book]",
+)
+@click.option("--embeddings", default=None, help="Embedding sizes to try besides one-hot, e.g. 16,32.")
+@click.option(
+    "--space",
+    "space_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A TOML search-space file (keys: cells, layers, units, dropout, optimizers, "
+    "embeddings); options narrow it further.",
+)
+@click.option(
+    "--directory",
+    type=click.Path(path_type=Path),
+    default=Path("tuning"),
+    show_default=True,
+    help="Where Keras Tuner keeps its projects.",
+)
+@click.option(
+    "--project",
+    default="tfrnn",
+    show_default=True,
+    help="Project name: running the same project again resumes it.",
+)
+@click.option("--overwrite", is_flag=True, help="Start the project over instead of resuming it.")
+@click.option(
+    "--final-epochs",
+    type=int,
+    default=None,
+    help="Epochs to retrain the best configuration for.  [default: --epochs]",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder of the retrained best model.  [default: saved_models/tuned-NAME]",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of data and search.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="A UTF-8 text file to tune on.")
+@click.option(
+    "--chief",
+    default=None,
+    metavar="HOST:PORT",
+    help="Run as the chief of a distributed search (serves trials to workers).",
+)
+@click.option(
+    "--worker",
+    default=None,
+    metavar="HOST:PORT",
+    help="Run as a worker of the chief at HOST:PORT (same --directory, shared).",
+)
+@click.option("--worker-id", default=None, help="This worker's unique name.  [default: host and pid]")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch output.")
+def tune(
+    tuner_kind,
+    max_trials,
+    epochs,
+    preset,
+    cells,
+    layers,
+    units,
+    dropout,
+    optimizers,
+    embeddings,
+    space_file,
+    directory,
+    project,
+    overwrite,
+    final_epochs,
+    out,
+    seed,
+    data,
+    chief,
+    worker,
+    worker_id,
+    quiet,
+) -> None:
+    """Search depth, width, cell, dropout and learning rate with Keras Tuner.
+
+    Objective: validation perplexity. Trials stop early when validation loss stalls.
+    Running the same --project again resumes it (finished trials are kept). At the end
+    the trial table is printed and saved (results.csv, results.json and
+    val_ppl_vs_params.png in DIRECTORY/PROJECT), and the best configuration is retrained
+    and written as a run folder that `tfrnn generate` can use.
+
+    \b
+    Examples:
+      tfrnn tune --cells gru --layers 1-3 --units 32-256 --max-trials 10 --tuner random
+      tfrnn tune --tuner hyperband --epochs 27
+      tfrnn tune --chief 10.0.0.1:8000 ...   # on the chief; then on each worker:
+      tfrnn tune --worker 10.0.0.1:8000 ...  # same options and a shared --directory
+    """
+    from tuner.search import check_project, configure_distribution
+    from tuner.space import space_from_options
+
+    if epochs <= 0:
+        raise TfrnnError(f"--epochs must be a positive integer, got {epochs}")
+    if optimizers is None and space_file is None:
+        optimizers = PRESET_DEFAULTS[preset]["optimizer"]
+    space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)
+    role = configure_distribution(chief, worker, worker_id)
+    from tfrnn.data import Corpus
+
+    Corpus.load(data)  # a bad data file stops here
+    if role != "worker":
+        check_project(directory, project, space, preset, overwrite)
+    _import_tensorflow_quietly()
+    from tfrnn.experiment import _load
+    from tfrnn.rundir import RunPaths
+    from tuner.hypermodel import CharLMHyperModel, config_from_values
+    from tuner.search import make_tuner, trial_rows, write_results
+
+    base = TrainConfig.resolve(preset, epochs=epochs, seed=seed)
+    corpus, splits = _load(base, data)
+    hypermodel = CharLMHyperModel(space, preset, len(corpus.vocab), epochs=epochs, seed=seed)
+    tuner = make_tuner(
+        tuner_kind, hypermodel, directory, project, max_trials, epochs, overwrite and role != "worker", seed
+    )
+    tuner.search(splits.train, validation_data=splits.val, epochs=epochs, verbose=0 if quiet else 2)
+    if role == "worker":
+        click.echo("worker done: the chief collects the results")
+        return
+    rows = trial_rows(tuner)
+    if not rows:
+        raise TfrnnError("the search ran no trial")
+    write_results(rows, directory / project)
+    click.echo(
+        f"\n{'trial':>5} {'cell':<5} {'layers':>6} {'units':>5} {'dropout':>7} {'lr':>8} "
+        f"{'params':>8} {'val ppl':>8} {'time':>7}  status"
+    )
+    for r in rows:
+        click.echo(
+            f"{r['trial']:>5} {r['cell']:<5} {r['layers']:>6} {r['units']:>5} {r['dropout'] or 0:>7.2f} "
+            f"{r['lr']:>8.4g} {r['params'] or 0:>8,} "
+            f"{(format(r['val_perplexity'], '.3f') if r['val_perplexity'] else '-'):>8} "
+            f"{(format(r['seconds'], '.0f') + 's') if r['seconds'] is not None else '-':>7}  {r['status']}"
+        )
+    click.echo(f"results: {directory / project}/results.csv, results.json, val_ppl_vs_params.png")
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        raise TfrnnError("no trial completed: nothing to retrain")
+    config = config_from_values(
+        best[0].hyperparameters.values, preset, epochs=final_epochs or epochs, seed=seed
+    )
+    paths = RunPaths(out if out is not None else DEFAULT_ROOT / f"tuned-{config.name}")
+    click.echo(f"retraining the best configuration ({config.name}, lr {config.lr:.4g}) into {paths.final}")
+    from tfrnn.experiment import run_training
+
+    m = run_training(
+        config, paths, data=data, overwrite=True, verbose=0 if quiet else 2, log=click.echo, profile=False
+    )
+    click.echo(
+        f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {paths.final}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tfrnn")

@@ -1,0 +1,1 @@
+"""Keras Tuner hypermodels and search spaces for tfrnn (`tfrnn tune`)."""

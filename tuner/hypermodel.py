@@ -1,0 +1,85 @@
+"""The Keras Tuner hypermodel: a tfrnn character model built from sampled hyperparameters."""
+
+from __future__ import annotations
+
+import keras
+import keras_tuner as kt
+
+from tfrnn.config import TrainConfig
+from tfrnn.train import EpochTimer, StopOnNaN, compile_model
+from tuner.space import LR_RANGES, SearchSpace
+
+
+def config_from_values(
+    values: dict, preset: str, epochs: int | None = None, seed: int | None = 0, **fixed
+) -> TrainConfig:
+    """The ``TrainConfig`` of a trial's hyperparameter values."""
+    optimizer = values["optimizer"]
+    layers = values["layers"]
+    return TrainConfig.resolve(
+        preset,
+        cell=values["cell"],
+        units=values["units"],
+        layers=layers,
+        dropout=(values.get("dropout") or 0.0) if layers > 1 else 0.0,
+        embedding=values.get("embedding") or None,
+        optimizer=optimizer,
+        lr=values[f"lr_{optimizer}"],
+        epochs=epochs,
+        seed=seed,
+        **fixed,
+    )
+
+
+class ParamsLogger(keras.callbacks.Callback):
+    """Adds the model's parameter count to each epoch's logs (recorded with the trial)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["params"] = float(self.model.count_params())
+
+
+class CharLMHyperModel(kt.HyperModel):
+    """Samples cell, depth, width, dropout (stacks only), optimizer, learning rate, embedding."""
+
+    def __init__(
+        self, space: SearchSpace, preset: str, vocab_size: int = 28, patience: int = 3, **fixed
+    ) -> None:
+        super().__init__(name="tfrnn")
+        self.space, self.preset, self.vocab_size = space, preset, vocab_size
+        self.patience, self.fixed = patience, fixed
+
+    def declare(self, hp: kt.HyperParameters) -> dict:
+        """Register the space's hyperparameters in ``hp``; returns the sampled values."""
+        s = self.space
+        values = {
+            "cell": hp.Choice("cell", list(s.cells)),
+            "layers": hp.Int("layers", s.layers[0], s.layers[1]),
+            "units": hp.Choice("units", s.unit_choices),
+        }
+        stacks = list(range(max(2, s.layers[0]), s.layers[1] + 1))
+        if stacks:
+            with hp.conditional_scope("layers", stacks):
+                lo, hi = s.dropout
+                values["dropout"] = hp.Float("dropout", lo, hi, step=0.1) if hi > lo else lo
+        values["optimizer"] = hp.Choice("optimizer", list(s.optimizers))
+        for opt in s.optimizers:
+            with hp.conditional_scope("optimizer", [opt]):
+                values[f"lr_{opt}"] = hp.Float(f"lr_{opt}", *LR_RANGES[opt], sampling="log")
+        if s.embeddings:
+            values["embedding"] = hp.Choice("embedding", [0, *s.embeddings])
+        return values
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        config = config_from_values(self.declare(hp), self.preset, **self.fixed)
+        return compile_model(config, self.vocab_size)
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        callbacks = [
+            StopOnNaN(),
+            EpochTimer(),
+            ParamsLogger(),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience),
+            *(callbacks or []),
+        ]
+        return model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)

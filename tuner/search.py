@@ -1,0 +1,178 @@
+"""Running a sweep: Keras Tuner search (resumable, distributable), results table, plot, best run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+from tfrnn.errors import ConfigError, TfrnnError
+from tuner.space import SearchSpace
+
+TUNERS = ("hyperband", "bayesian", "random")
+SPACE_FILE = "tfrnn_space.json"
+
+
+def configure_distribution(chief: str | None, worker: str | None, worker_id: str | None) -> str | None:
+    """Set Keras Tuner's chief/worker variables from ``--chief``/``--worker HOST:PORT``.
+
+    Returns this process's role ("chief", "worker" or None). Keras Tuner itself reads
+    ``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``; a user
+    may set those directly instead.
+    """
+    if chief and worker:
+        raise ConfigError("give --chief or --worker, not both")
+    address = chief or worker
+    if address:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"expected HOST:PORT, got {address!r}")
+        os.environ["KERASTUNER_ORACLE_IP"] = host
+        os.environ["KERASTUNER_ORACLE_PORT"] = port
+        os.environ["KERASTUNER_TUNER_ID"] = (
+            "chief" if chief else (worker_id or f"tuner-{socket.gethostname()}-{os.getpid()}")
+        )
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
+    if tuner_id is None:
+        return None
+    if tuner_id != "chief":
+        _wait_for_chief(
+            os.environ.get("KERASTUNER_ORACLE_IP", ""), int(os.environ.get("KERASTUNER_ORACLE_PORT", "0"))
+        )
+    return "chief" if tuner_id == "chief" else "worker"
+
+
+def _wait_for_chief(host: str, port: int) -> None:
+    """Fail in one line when no chief answers at HOST:PORT within $TFRNN_CHIEF_TIMEOUT s (60)."""
+    timeout = float(os.environ.get("TFRNN_CHIEF_TIMEOUT", "60"))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TfrnnError(
+                    f"no tuning chief answers at {host}:{port} (waited {timeout:.0f} s)"
+                ) from None
+            time.sleep(0.5)
+
+
+def make_tuner(
+    kind: str,
+    hypermodel,
+    directory: Path,
+    project: str,
+    max_trials: int,
+    epochs: int,
+    overwrite: bool,
+    seed: int | None,
+):
+    """The Keras Tuner of ``kind``; objective: validation loss (perplexity = exp of it)."""
+    import keras_tuner as kt
+
+    if kind not in TUNERS:
+        raise ConfigError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
+    if max_trials <= 0:
+        raise ConfigError(f"--max-trials must be a positive integer, got {max_trials}")
+    common = dict(
+        objective=kt.Objective("val_loss", "min"),
+        directory=str(directory),
+        project_name=project,
+        overwrite=overwrite,
+        seed=seed,
+    )
+    if kind == "hyperband":
+        # Hyperband sets each trial's epochs itself (up to max_epochs); max_trials does not apply.
+        return kt.Hyperband(hypermodel, max_epochs=epochs, factor=3, **common)
+    cls = kt.BayesianOptimization if kind == "bayesian" else kt.RandomSearch
+    return cls(hypermodel, max_trials=max_trials, **common)
+
+
+def check_project(directory: Path, project: str, space: SearchSpace, preset: str, overwrite: bool) -> None:
+    """Refuse to resume a project made by a different search space or preset."""
+    marker = directory / project / SPACE_FILE
+    current = json.dumps({"space": json.loads(space.to_json()), "preset": preset}, sort_keys=True)
+    if marker.is_file() and not overwrite and marker.read_text() != current:
+        raise ConfigError(
+            f"{directory / project} was made by a different search space or preset: "
+            "use another --project, or --overwrite to start over"
+        )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite or not marker.is_file():
+        marker.write_text(current)
+
+
+def trial_rows(tuner) -> list[dict]:
+    """One row per trial: hyperparameters, parameters, validation perplexity, time, status."""
+    rows = []
+    def order(trial):
+        return (0, int(trial.trial_id), "") if trial.trial_id.isdigit() else (1, 0, trial.trial_id)
+
+    for trial in sorted(tuner.oracle.trials.values(), key=order):
+        values = trial.hyperparameters.values
+        metrics = trial.metrics
+        seconds = (
+            sum(o.mean() for o in metrics.get_history("epoch_seconds"))
+            if metrics.exists("epoch_seconds")
+            else None
+        )
+        best = metrics.get_best_value("val_loss") if metrics.exists("val_loss") else None
+        opt = values.get("optimizer")
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": str(trial.status).split(".")[-1].lower(),
+                "cell": values.get("cell"),
+                "layers": values.get("layers"),
+                "units": values.get("units"),
+                "dropout": values.get("dropout") if values.get("layers", 1) > 1 else 0.0,
+                "optimizer": opt,
+                "lr": values.get(f"lr_{opt}"),
+                "embedding": values.get("embedding") or None,
+                "params": int(metrics.get_last_value("params")) if metrics.exists("params") else None,
+                "epochs": len(metrics.get_history("val_loss")) if metrics.exists("val_loss") else 0,
+                "val_perplexity": math.exp(best) if best is not None and math.isfinite(best) else None,
+                "seconds": round(seconds, 2) if seconds is not None else None,
+            }
+        )
+    return rows
+
+
+def write_results(rows: list[dict], out: Path) -> None:
+    """results.csv, results.json and val_ppl_vs_params.png of a sweep."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfrnn.report import CELL_COLOURS
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for cell, colour in CELL_COLOURS.items():
+        sel = [r for r in rows if r["cell"] == cell and r["val_perplexity"] and r["params"]]
+        if sel:
+            ax.scatter(
+                [r["params"] for r in sel], [r["val_perplexity"] for r in sel], color=colour, label=cell
+            )
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="parameters (log scale)",
+        ylabel="best validation perplexity",
+        title="Sweep: validation perplexity against size",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "val_ppl_vs_params.png")
+    plt.close(fig)
