@@ -1,0 +1,83 @@
+"""Memory of a long sweep: peak and current RSS after 2 and after N small trials.
+
+    python tools/bench_tune_memory.py [--trials 20] [--units 8-32] [--epochs 1]
+
+Runs a random search of small models in one process (as `tfrnn tune` does) and reads the
+process's resident memory from /proc after every trial. Growth between trial 2 and the
+last trial shows whether trials leak memory into each other. Prints a table and one
+JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--units", default="8-32")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--data", default=None, help="text file (default: the verified book)")
+    a = ap.parse_args()
+
+    from tfrnn.config import TrainConfig
+    from tfrnn.experiment import _load
+    from tuner.hypermodel import CharLMHyperModel
+    from tuner.search import make_tuner
+    from tuner.space import space_from_options
+
+    space = space_from_options(cells="rnn,gru,lstm", layers="1-2", units=a.units, optimizers="sgd")
+    corpus, splits = _load(TrainConfig.resolve("hw4", epochs=a.epochs), a.data)
+    samples: list[tuple[int, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = make_tuner(
+            "random",
+            CharLMHyperModel(space, "hw4", epochs=a.epochs),
+            Path(tmp),
+            "mem",
+            a.trials,
+            a.epochs,
+            overwrite=True,
+            seed=0,
+        )
+        on_trial_end = tuner.on_trial_end
+
+        def record(trial):
+            on_trial_end(trial)
+            samples.append((len(samples) + 1, *rss_mib()))
+
+        tuner.on_trial_end = record
+        tuner.search(splits.train, validation_data=splits.val, epochs=a.epochs, verbose=0)
+    print(f"{'trial':>5} {'rss MiB':>8} {'peak MiB':>9}")
+    for n, cur, peak in samples:
+        print(f"{n:>5} {cur:>8.0f} {peak:>9.0f}")
+    at2, last = samples[1], samples[-1]
+    print(
+        json.dumps(
+            {
+                "trials": len(samples),
+                "rss_after_2_mib": round(at2[1]),
+                "peak_after_2_mib": round(at2[2]),
+                f"rss_after_{last[0]}_mib": round(last[1]),
+                f"peak_after_{last[0]}_mib": round(last[2]),
+                "growth_per_trial_mib": round((last[1] - at2[1]) / max(1, last[0] - 2), 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
