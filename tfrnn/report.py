@@ -9,19 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tfrnn.compare import PROMPTS, families, ranks
+from tfrnn.plots import CELL_COLOURS, figure
 from tfrnn.rundir import read_history
 from tfrnn.study import STUDY_RANKS
-
-CELL_COLOURS = {"rnn": "tab:green", "gru": "tab:blue", "lstm": "tab:orange"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _slug(title: str) -> str:
@@ -30,86 +20,71 @@ def _slug(title: str) -> str:
 
 def plot_family(title: str, members: list[dict], runs: Path, path: Path) -> None:
     """Validation perplexity against epoch for every model of one table, on one axis."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in members:
-        history_file = runs / r["model"] / "history.csv"
-        if r["status"] != "ok" or not history_file.is_file():
-            continue
-        h = read_history(history_file)
-        ax.plot([e["epoch"] for e in h], [e["val_perplexity"] for e in h], label=r["model"])
-    ax.set_yscale("log")
-    ax.set(
-        xlabel="epoch", ylabel="validation perplexity (log scale)", title=f"{title}: validation perplexity"
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(
+        path,
+        f"{title}: validation perplexity",
+        "epoch",
+        "validation perplexity (log scale)",
+        ylog=True,
+        legend_size=8,
+    ) as ax:
+        for r in members:
+            history_file = runs / r["model"] / "history.csv"
+            if r["status"] == "ok" and history_file.is_file():
+                h = read_history(history_file)
+                ax.plot([e["epoch"] for e in h], [e["val_perplexity"] for e in h], label=r["model"])
 
 
 def plot_ppl_vs_params(rows: list[dict], path: Path) -> None:
     """Final validation perplexity against parameters (log scale), every model."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for cell, colour in CELL_COLOURS.items():
-        pts = [r for r in rows if r["status"] == "ok" and r["cell"] == cell]
-        for deep in (False, True):
-            sel = [r for r in pts if (r["layers"] > 1) == deep]
-            if sel:
-                ax.scatter(
-                    [r["params_recurrent_study"] for r in sel],
-                    [r["val_ppl"] for r in sel],
-                    color=colour,
-                    marker="s" if deep else "o",
-                    label=f"{cell}{' stacks' if deep else ''}",
+    with figure(
+        path,
+        "Perplexity against size",
+        "parameters of the recurrent layers (study convention, log scale)",
+        "final validation perplexity",
+        xlog=True,
+        legend_size=8,
+    ) as ax:
+        for cell, colour in CELL_COLOURS.items():
+            pts = [r for r in rows if r["status"] == "ok" and r["cell"] == cell]
+            for deep in (False, True):
+                sel = [r for r in pts if (r["layers"] > 1) == deep]
+                if sel:
+                    ax.scatter(
+                        [r["params_recurrent_study"] for r in sel],
+                        [r["val_ppl"] for r in sel],
+                        color=colour,
+                        marker="s" if deep else "o",
+                        label=f"{cell}{' stacks' if deep else ''}",
+                    )
+            for r in pts:
+                ax.annotate(
+                    r["model"],
+                    (r["params_recurrent_study"], r["val_ppl"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
                 )
-        for r in pts:
-            ax.annotate(
-                r["model"],
-                (r["params_recurrent_study"], r["val_ppl"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    ax.set_xscale("log")
-    ax.set(
-        xlabel="parameters of the recurrent layers (study convention, log scale)",
-        ylabel="final validation perplexity",
-        title="Perplexity against size",
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_time_vs_units(rows: list[dict], path: Path) -> None:
     """Training time against units, one line per single-layer cell."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for cell, colour in CELL_COLOURS.items():
-        sel = sorted(
-            (r for r in rows if r["status"] == "ok" and r["cell"] == cell and r["layers"] == 1),
-            key=lambda r: r["units"],
-        )
-        if sel:
-            ax.plot(
-                [r["units"] for r in sel],
-                [r["training_seconds"] for r in sel],
-                marker="o",
-                color=colour,
-                label=cell,
+    with figure(
+        path, "Training time against width", "units (log scale)", "training time (s)", xlog=2, legend_size=8
+    ) as ax:
+        for cell, colour in CELL_COLOURS.items():
+            sel = sorted(
+                (r for r in rows if r["status"] == "ok" and r["cell"] == cell and r["layers"] == 1),
+                key=lambda r: r["units"],
             )
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="units (log scale)", ylabel="training time (s)", title="Training time against width")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+            if sel:
+                ax.plot(
+                    [r["units"] for r in sel],
+                    [r["training_seconds"] for r in sel],
+                    marker="o",
+                    color=colour,
+                    label=cell,
+                )
 
 
 def _num(x, fmt: str = ",.2f") -> str:

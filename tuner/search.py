@@ -110,6 +110,7 @@ def check_project(directory: Path, project: str, space: SearchSpace, preset: str
 def trial_rows(tuner) -> list[dict]:
     """One row per trial: hyperparameters, parameters, validation perplexity, time, status."""
     rows = []
+
     def order(trial):
         return (0, int(trial.trial_id), "") if trial.trial_id.isdigit() else (1, 0, trial.trial_id)
 
@@ -151,28 +152,18 @@ def write_results(rows: list[dict], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    import matplotlib
+    from tfrnn.plots import CELL_COLOURS, figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfrnn.report import CELL_COLOURS
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for cell, colour in CELL_COLOURS.items():
-        sel = [r for r in rows if r["cell"] == cell and r["val_perplexity"] and r["params"]]
-        if sel:
-            ax.scatter(
-                [r["params"] for r in sel], [r["val_perplexity"] for r in sel], color=colour, label=cell
-            )
-    ax.set_xscale("log")
-    ax.set(
-        xlabel="parameters (log scale)",
-        ylabel="best validation perplexity",
-        title="Sweep: validation perplexity against size",
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "val_ppl_vs_params.png")
-    plt.close(fig)
+    with figure(
+        out / "val_ppl_vs_params.png",
+        "Sweep: validation perplexity against size",
+        "parameters (log scale)",
+        "best validation perplexity",
+        xlog=True,
+    ) as ax:
+        for cell, colour in CELL_COLOURS.items():
+            sel = [r for r in rows if r["cell"] == cell and r["val_perplexity"] and r["params"]]
+            if sel:
+                ax.scatter(
+                    [r["params"] for r in sel], [r["val_perplexity"] for r in sel], color=colour, label=cell
+                )
