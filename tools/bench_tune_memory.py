@@ -11,6 +11,8 @@ JSON line.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import tempfile
@@ -57,7 +59,10 @@ def main() -> None:
 
         def record(trial):
             on_trial_end(trial)
-            samples.append((len(samples) + 1, *rss_mib()))
+            current, peak = rss_mib()
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back: leak or fragmentation?
+            samples.append((len(samples) + 1, current, peak, rss_mib()[0]))
 
         tuner.on_trial_end = record
         tuner.search(splits.train, validation_data=splits.val, epochs=a.epochs, verbose=0)
