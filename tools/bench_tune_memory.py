@@ -66,9 +66,9 @@ def main() -> None:
 
         tuner.on_trial_end = record
         tuner.search(splits.train, validation_data=splits.val, epochs=a.epochs, verbose=0)
-    print(f"{'trial':>5} {'rss MiB':>8} {'peak MiB':>9}")
-    for n, cur, peak in samples:
-        print(f"{n:>5} {cur:>8.0f} {peak:>9.0f}")
+    print(f"{'trial':>5} {'rss MiB':>8} {'peak MiB':>9} {'rss after trim':>15}")
+    for n, cur, peak, trimmed in samples:
+        print(f"{n:>5} {cur:>8.0f} {peak:>9.0f} {trimmed:>15.0f}")
     at2, last = samples[1], samples[-1]
     print(
         json.dumps(
@@ -79,6 +79,7 @@ def main() -> None:
                 f"rss_after_{last[0]}_mib": round(last[1]),
                 f"peak_after_{last[0]}_mib": round(last[2]),
                 "growth_per_trial_mib": round((last[1] - at2[1]) / max(1, last[0] - 2), 2),
+                "growth_per_trial_after_trim_mib": round((last[3] - at2[3]) / max(1, last[0] - 2), 2),
             }
         )
     )
