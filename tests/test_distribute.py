@@ -101,7 +101,7 @@ def test_mirrored_on_one_device_matches_the_default_within_seed_noise(tmp_path, 
     # the data order; across seeds the two agree (2 epochs: seed-to-seed spread is ~±5%).
     from tfrnn.config import TrainConfig
     from tfrnn.distribute import make_strategy
-    from tfrnn.experiment import _load
+    from tfrnn.experiment import load_data
     from tfrnn.rundir import read_history
     from tfrnn.train import fit
 
@@ -109,7 +109,7 @@ def test_mirrored_on_one_device_matches_the_default_within_seed_noise(tmp_path, 
     for strategy in ppl:
         for seed in (0, 1, 2):
             config = TrainConfig.resolve("hw4", units=8, epochs=2, seed=seed)
-            corpus, splits = _load(config, book)
+            corpus, splits = load_data(config, book)
             work = tmp_path / f"{strategy}-{seed}"
             fit(
                 config,

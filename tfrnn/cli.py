@@ -712,13 +712,13 @@ def tune(
     if role != "worker":
         check_project(directory, project, space, preset, overwrite)
     _import_tensorflow_quietly()
-    from tfrnn.experiment import _load
+    from tfrnn.experiment import load_data
     from tfrnn.rundir import RunPaths
     from tuner.hypermodel import CharLMHyperModel, config_from_values
     from tuner.search import make_tuner, trial_rows, write_results
 
     base = TrainConfig.resolve(preset, epochs=epochs, seed=seed)
-    corpus, splits = _load(base, data)
+    corpus, splits = load_data(base, data)
     hypermodel = CharLMHyperModel(space, preset, len(corpus.vocab), epochs=epochs, seed=seed)
     tuner = make_tuner(
         tuner_kind, hypermodel, directory, project, max_trials, epochs, overwrite and role != "worker", seed

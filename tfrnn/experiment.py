@@ -83,7 +83,7 @@ def run_training(
     if strategy is not None and not is_chief(strategy):
         return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume)
     paths.check(overwrite=overwrite, resume=resume)
-    corpus, splits = _load(config, data)
+    corpus, splits = load_data(config, data)
     log(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
         + ", ".join(f"{k} {v:,} windows" for k, v in splits.sizes.items())
@@ -136,8 +136,8 @@ def run_training(
     return metrics
 
 
-def _load(config: TrainConfig, data):
-    """The corpus and the preset's pipelines, seeded first (shuffle seeds use the global seed)."""
+def load_data(config: TrainConfig, data: str | Path | None):
+    """The corpus and ``config``'s pipelines, seeded first (shuffle seeds use the global seed)."""
     corpus = Corpus.load(data)
     if config.seed is not None:
         import keras
@@ -153,7 +153,7 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume) 
     from tfrnn.train import fit
 
     paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
-    corpus, splits = _load(config, data)
+    corpus, splits = load_data(config, data)
     with tempfile.TemporaryDirectory(prefix="tfrnn-worker-") as tmp:
         result = fit(config, splits, len(corpus.vocab), Path(tmp), None, verbose, None, strategy)
         history = read_history(result.history_csv)

@@ -30,13 +30,13 @@ import json, os, sys, tempfile
 from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfrnn.config import TrainConfig
-from tfrnn.experiment import _load
+from tfrnn.experiment import load_data
 from tfrnn.train import fit
 from tfrnn.rundir import read_history
 import statistics
 cell, units, layers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers, epochs=epochs)
-corpus, splits = _load(config, None)
+corpus, splits = load_data(config, None)
 with tempfile.TemporaryDirectory() as tmp:
     fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0)
     h = read_history(Path(tmp) / "history.csv")

@@ -36,13 +36,13 @@ def main() -> None:
     a = ap.parse_args()
 
     from tfrnn.config import TrainConfig
-    from tfrnn.experiment import _load
+    from tfrnn.experiment import load_data
     from tuner.hypermodel import CharLMHyperModel
     from tuner.search import make_tuner
     from tuner.space import space_from_options
 
     space = space_from_options(cells="rnn,gru,lstm", layers="1-2", units=a.units, optimizers="sgd")
-    corpus, splits = _load(TrainConfig.resolve("hw4", epochs=a.epochs), a.data)
+    corpus, splits = load_data(TrainConfig.resolve("hw4", epochs=a.epochs), a.data)
     samples: list[tuple[int, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tuner = make_tuner(
