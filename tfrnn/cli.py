@@ -657,6 +657,14 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     help="Run as a worker of the chief at HOST:PORT (same --directory, shared).",
 )
 @click.option("--worker-id", default=None, help="This worker's unique name.  [default: host and pid]")
+@click.option(
+    "--strategy",
+    type=click.Choice(["default", "mirrored"]),
+    default="default",
+    show_default=True,
+    help="tf.distribute strategy for each trial and the retraining (mirrored: every local GPU, "
+    "or $TFRNN_CPU_DEVICES logical CPUs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch output.")
 def tune(
     tuner_kind,
@@ -680,6 +688,7 @@ def tune(
     chief,
     worker,
     worker_id,
+    strategy,
     quiet,
 ) -> None:
     """Search depth, width, cell, dropout and learning rate with Keras Tuner.
@@ -717,11 +726,20 @@ def tune(
     from tuner.hypermodel import CharLMHyperModel, config_from_values
     from tuner.search import make_tuner, trial_rows, write_results
 
+    strategy = _strategy(strategy)  # before any TensorFlow op: it may split the CPU
     base = TrainConfig.resolve(preset, epochs=epochs, seed=seed)
     corpus, splits = load_data(base, data)
     hypermodel = CharLMHyperModel(space, preset, len(corpus.vocab), epochs=epochs, seed=seed)
     tuner = make_tuner(
-        tuner_kind, hypermodel, directory, project, max_trials, epochs, overwrite and role != "worker", seed
+        tuner_kind,
+        hypermodel,
+        directory,
+        project,
+        max_trials,
+        epochs,
+        overwrite and role != "worker",
+        seed,
+        strategy,
     )
     tuner.search(splits.train, validation_data=splits.val, epochs=epochs, verbose=0 if quiet else 2)
     if role == "worker":
@@ -754,7 +772,14 @@ def tune(
     from tfrnn.experiment import run_training
 
     m = run_training(
-        config, paths, data=data, overwrite=True, verbose=0 if quiet else 2, log=click.echo, profile=False
+        config,
+        paths,
+        data=data,
+        overwrite=True,
+        verbose=0 if quiet else 2,
+        log=click.echo,
+        profile=False,
+        strategy=strategy,
     )
     click.echo(
         f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {paths.final}"

@@ -32,7 +32,11 @@ def split_cpu() -> None:
     if not n.isdigit() or int(n) < 1:
         raise ConfigError(f"${CPU_DEVICES_ENV} must be a positive integer, got {n!r}")
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(n))
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(n))
+    except RuntimeError:  # TensorFlow already started in this process
+        if len(tf.config.list_logical_devices("CPU")) != int(n):
+            raise ConfigError(f"${CPU_DEVICES_ENV} can only take effect before TensorFlow starts") from None
 
 
 def make_strategy(name: str):

@@ -71,8 +71,12 @@ def make_tuner(
     epochs: int,
     overwrite: bool,
     seed: int | None,
+    strategy=None,
 ):
-    """The Keras Tuner of ``kind``; objective: validation loss (perplexity = exp of it)."""
+    """The Keras Tuner of ``kind``; objective: validation loss (perplexity = exp of it).
+
+    With a ``tf.distribute`` ``strategy`` every trial's model is built in its scope.
+    """
     import keras_tuner as kt
 
     if kind not in TUNERS:
@@ -83,6 +87,7 @@ def make_tuner(
         objective=kt.Objective("val_loss", "min"),
         directory=str(directory),
         project_name=project,
+        distribution_strategy=strategy,
         overwrite=overwrite,
         seed=seed,
     )
