@@ -244,8 +244,9 @@ def make_splits(corpus: Corpus, preset: str, num_steps: int, batch_size: int, se
     elif preset == "book":
         parts = book_parts(corpus.ids, num_steps)
         train_ids = tf.constant(parts["train"])
-        n_train = (len(parts["train"]) - 1) // num_steps  # windows at offset 0
-        # Each epoch starts its non-overlapping windows at a fresh random offset.
+        # Each epoch starts its non-overlapping windows at a fresh random offset, and takes
+        # the same number of them whatever the offset (so Keras knows the epoch's length).
+        n_train = (len(parts["train"]) - num_steps) // num_steps
         offsets = (
             tf.data.Dataset.range(num_steps)
             .shuffle(num_steps, seed=seed, reshuffle_each_iteration=True)
@@ -253,14 +254,14 @@ def make_splits(corpus: Corpus, preset: str, num_steps: int, batch_size: int, se
         )
 
         def windows_from(offset):
-            count = (tf.size(train_ids, out_type=tf.int64) - 1 - offset) // num_steps
-            starts = offset + tf.range(count) * num_steps
+            starts = offset + tf.range(n_train, dtype=tf.int64) * num_steps
             idx = starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :]
             win = tf.gather(train_ids, idx)
             return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:]))
 
         train = (
             offsets.flat_map(windows_from)
+            .apply(tf.data.experimental.assert_cardinality(n_train))
             .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
             .batch(batch_size)
             .prefetch(2)
