@@ -91,6 +91,11 @@ def make_tuner(
         overwrite=overwrite,
         seed=seed,
     )
+    if os.environ.get("KERASTUNER_TUNER_ID"):
+        # Distributed: Keras Tuner's oracle raises after 3 consecutive failed trials, which
+        # stops the worker that reported the third while the chief waits for it forever.
+        # Record every failure instead; the search ends when its trials are used up.
+        common["max_consecutive_failed_trials"] = 10**9
     if kind == "hyperband":
         # Hyperband sets each trial's epochs itself (up to max_epochs); max_trials does not apply.
         return kt.Hyperband(hypermodel, max_epochs=epochs, factor=3, **common)
