@@ -14,6 +14,15 @@ os.environ["TFRNN_DATA"] = str(BOOK)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def subprocess_env(**extra: str) -> dict:
+    """Environment for a `python -m tfrnn` child: this checkout importable, no inherited
+    distribution settings (TF_CONFIG, Keras Tuner's chief/worker variables), then ``extra``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for key in ("TF_CONFIG", "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        env.pop(key, None)
+    return {**env, **extra}
+
+
 def run_cli(*args: str):
     """Run ``tfrnn ARGS`` in this process (TensorFlow stays imported between tests)."""
     from tfrnn.cli import cli

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, subprocess_env
 from tests.test_errors import assert_one_line_error
 
 FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "2", "--no-profile", "-q"]
-
-
-def _env(**extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 def _free_ports(n: int) -> list[int]:
@@ -48,7 +40,7 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
         [*FIT, "--strategy", "mirrored", "--out", str(out)],
         capture_output=True,
         text=True,
-        env=_env(TFRNN_CPU_DEVICES="2"),
+        env=subprocess_env(TFRNN_CPU_DEVICES="2"),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +65,7 @@ def test_two_multi_worker_processes_and_only_the_chief_writes(tmp_path):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=_env(TF_CONFIG=tf_config),
+                env=subprocess_env(TF_CONFIG=tf_config),
                 cwd=tmp_path,
             )
         )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, subprocess_env
 
 
 def _write(path, data: bytes):
@@ -98,8 +97,8 @@ def test_diverging_run_stops_with_a_clear_message(tmp_path):
     ],
 )
 def test_the_installed_command_prints_no_traceback(tmp_path, args, expected):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must hide TensorFlow's start-up noise itself
+    env = subprocess_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # the CLI must hide TensorFlow's start-up noise itself
     proc = subprocess.run(
         [sys.executable, "-m", "tfrnn", *args, "--out", str(tmp_path / "r")],
         capture_output=True,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, subprocess_env
 from tests.test_distribute import _free_ports
 from tests.test_errors import assert_one_line_error
 
@@ -30,13 +30,6 @@ TINY = [
     "1-2",
     "-q",
 ]
-
-
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
-        env.pop(key, None)
-    return env
 
 
 def _trials(project) -> dict[str, dict]:
@@ -78,7 +71,7 @@ def test_killed_search_resumes_and_reuses_the_completed_trial(tmp_path):
         "--out",
         str(tmp_path / "best"),
     ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     project = directory / "tfrnn"
     deadline = time.monotonic() + 240
     while not any(t["status"] == "COMPLETED" for t in _trials(project).values()):
@@ -116,7 +109,7 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     ]
     chief = subprocess.Popen(
         [*base, "--chief", f"127.0.0.1:{port}"],
-        env=_env(),
+        env=subprocess_env(),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,7 +117,7 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     workers = [
         subprocess.Popen(
             [*base, "--worker", f"127.0.0.1:{port}", "--worker-id", f"w{i}"],
-            env=_env(),
+            env=subprocess_env(),
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
