@@ -64,6 +64,18 @@ def cli() -> None:
     """
 
 
+def _strategy_option(choices, extra: str):
+    """The --strategy option, offering ``choices``; ``extra`` ends its help text."""
+    return click.option(
+        "--strategy",
+        type=click.Choice(choices),
+        default="default",
+        show_default=True,
+        help=f"tf.distribute strategy: mirrored = every local GPU (or $TFRNN_CPU_DEVICES logical "
+        f"CPUs){extra}.",
+    )
+
+
 def _strategy(name: str):
     """The tf.distribute strategy of --strategy (None for the default one)."""
     if name == "default":
@@ -153,14 +165,7 @@ def _hw4(key: str) -> str:
     default=None,
     help="Write TensorBoard logs to this folder.",
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(STRATEGIES),
-    default="default",
-    show_default=True,
-    help="tf.distribute strategy: mirrored = every local GPU (or $TFRNN_CPU_DEVICES logical "
-    "CPUs); multi-worker = several machines, each run with its own $TF_CONFIG.",
-)
+@_strategy_option(STRATEGIES, "; multi-worker = several machines, each run with its own $TF_CONFIG")
 @click.option(
     "--no-profile",
     is_flag=True,
@@ -493,14 +498,7 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(["default", "mirrored"]),
-    default="default",
-    show_default=True,
-    help="tf.distribute strategy for every model (mirrored: every local GPU, or "
-    "$TFRNN_CPU_DEVICES logical CPUs).",
-)
+@_strategy_option(("default", "mirrored"), ", for every model")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines, only one line per model.")
 def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy, quiet) -> None:
     """Train a grid of models and write a report: tables, figures, CSV and JSON.
@@ -657,14 +655,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     help="Run as a worker of the chief at HOST:PORT (same --directory, shared).",
 )
 @click.option("--worker-id", default=None, help="This worker's unique name.  [default: host and pid]")
-@click.option(
-    "--strategy",
-    type=click.Choice(["default", "mirrored"]),
-    default="default",
-    show_default=True,
-    help="tf.distribute strategy for each trial and the retraining (mirrored: every local GPU, "
-    "or $TFRNN_CPU_DEVICES logical CPUs).",
-)
+@_strategy_option(("default", "mirrored"), ", for each trial and the retraining")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch output.")
 def tune(
     tuner_kind,

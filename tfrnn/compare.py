@@ -90,13 +90,6 @@ def load_grid(path: Path, **overrides) -> Grid:
     return Grid(name, _configs(models, preset, shared))
 
 
-def _resumable(paths: RunPaths, config: dict) -> bool:
-    if not paths.config_file.is_file():
-        return False
-    saved = json.loads(paths.config_file.read_text())
-    return all(saved.get(k) == v for k, v in config.items() if k != "epochs")
-
-
 def _finished(run_dir: Path, config: dict) -> dict | None:
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
@@ -145,7 +138,7 @@ def run_grid(
                 config,
                 paths,
                 data=data,
-                resume=_resumable(paths, cfg),
+                resume=paths.differences(cfg) == [],
                 overwrite=True,
                 verbose=verbose,
                 log=lambda *_: None,

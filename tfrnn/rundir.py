@@ -42,13 +42,24 @@ class RunPaths:
                 "or --overwrite to start over"
             )
 
+    def differences(self, config: dict) -> list[str] | None:
+        """How ``config`` differs from the interrupted run's (epochs may change on resume);
+        None when there is no interrupted run to compare with."""
+        if not (self.partial.exists() and self.config_file.is_file()):
+            return None
+        saved = json.loads(self.config_file.read_text())
+        return [
+            f"{k} {saved.get(k)!r} vs {config[k]!r}"
+            for k in sorted(config)
+            if k != "epochs" and saved.get(k) != config[k]
+        ]
+
     def begin(self, config: dict, resume: bool) -> bool:
         """Create (or reuse, when resuming) the partial folder; True if a run is resumed."""
-        if self.partial.exists() and resume and self.config_file.exists():
-            saved = json.loads(self.config_file.read_text())
-            differ = sorted(k for k in config if k != "epochs" and saved.get(k) != config[k])
+        differ = self.differences(config) if resume else None
+        if differ is not None:
             if differ:
-                what = ", ".join(f"{k} {saved.get(k)!r} vs {config[k]!r}" for k in differ)
+                what = ", ".join(differ)
                 raise ConfigError(f"cannot resume {self.partial}: it was started with other options ({what})")
             self.config_file.write_text(json.dumps(config, indent=2))
             return True
