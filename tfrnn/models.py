@@ -10,9 +10,11 @@ from __future__ import annotations
 import keras
 from keras import layers as kl
 
+from tfrnn import recurrent
 from tfrnn.config import TrainConfig
 
-RECURRENT = {"rnn": kl.SimpleRNN, "gru": kl.GRU, "lstm": kl.LSTM}
+#: GRU and LSTM are Keras' own; SimpleRNN is Keras' with a faster CPU loop (tfrnn.recurrent).
+RECURRENT = {"rnn": recurrent.SimpleRNN, "gru": kl.GRU, "lstm": kl.LSTM}
 
 #: Layer settings Keras requires before it picks the cuDNN kernel (GRU and LSTM).
 CUDNN_REQUIREMENTS = {
