@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = Path(os.environ.get("TFRNN_DATA", ROOT.parent / "shared" / "data" / "timemachine.txt")).resolve()
 os.environ["TFRNN_DATA"] = str(BOOK)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# XLA compiling costs 10-20 s per model: too slow for a suite of short fits. tests/test_speed.py
+# turns it on where it is the subject.
+os.environ.setdefault("TFRNN_XLA", "off")
 
 
 def subprocess_env(**extra: str) -> dict:
