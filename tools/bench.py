@@ -2,12 +2,14 @@
 
     python tools/bench.py [--models gru-32,lstm-128,gru-3x32,rnn-64] [--epochs 10] [--repeats 1]
                           [--torch-python /path/to/venv/bin/python] [--json out.json]
+                          [--xla auto|on|off]
 
 For each model it runs tfrnn's training and, when a Python with PyTorch is given (or
 importable), ../shared/bench/torch_reference.py for the same model, alternating the two
 in one run, each in a fresh process. It prints per model: median seconds per epoch (the
 first epoch left out) for each, their ratio, validation perplexity after the same number
-of epochs, and peak memory (RSS) of each process; then the same as JSON.
+of epochs, peak memory (RSS) of each process, and tfrnn's first epoch (building the step,
+and compiling it where XLA is on: see tfrnn.train.use_xla); then the same as JSON.
 """
 
 from __future__ import annotations
@@ -34,15 +36,22 @@ from tfrnn.experiment import load_data
 from tfrnn.train import fit
 from tfrnn.rundir import read_history
 import statistics
+import dataclasses
+from tfrnn.train import XLA_ENV, use_xla
 cell, units, layers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers, epochs=epochs)
+if sys.argv[5] == "auto":  # as `tfrnn fit` chooses for the study's 50-epoch run of this model
+    os.environ[XLA_ENV] = "on" if use_xla(dataclasses.replace(config, epochs=50)) else "off"
+else:
+    os.environ[XLA_ENV] = sys.argv[5]
 corpus, splits = load_data(config, None)
 with tempfile.TemporaryDirectory() as tmp:
     fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0)
     h = read_history(Path(tmp) / "history.csv")
 s = [r["epoch_seconds"] for r in h]
 status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
-print(json.dumps({"median_epoch_s": statistics.median(s[1:] or s), "val_ppl": h[-1]["val_perplexity"],
+print(json.dumps({"median_epoch_s": statistics.median(s[1:] or s), "first_epoch_s": s[0],
+                  "val_ppl": h[-1]["val_perplexity"],
                   "peak_rss_mib": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
@@ -67,10 +76,10 @@ def parse_model(name: str) -> tuple[str, int, int]:
     return m.group(1), int(m.group(3)), int(m.group(2) or 1)
 
 
-def run_tfrnn(cell: str, units: int, layers: int, epochs: int) -> dict:
+def run_tfrnn(cell: str, units: int, layers: int, epochs: int, xla: str = "auto") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", TFRNN_CHILD, cell, str(units), str(layers), str(epochs)],
+        [sys.executable, "-c", TFRNN_CHILD, cell, str(units), str(layers), str(epochs), xla],
         capture_output=True,
         text=True,
         env=env,
@@ -122,6 +131,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side per model")
     ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument(
+        "--xla",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA for tfrnn; auto: as `tfrnn fit` chooses for the study's 50-epoch run of the model",
+    )
     a = ap.parse_args()
 
     from tfrnn.data import book_path
@@ -138,7 +153,7 @@ def main() -> None:
             order = ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn")
             for side in order:
                 if side == "tfrnn":
-                    runs["tfrnn"].append(run_tfrnn(cell, units, layers, a.epochs))
+                    runs["tfrnn"].append(run_tfrnn(cell, units, layers, a.epochs, a.xla))
                 elif torch_python:
                     runs["torch"].append(run_torch(torch_python, cell, units, layers, a.epochs, data))
         row = {"model": name, "epochs": a.epochs}
@@ -147,6 +162,8 @@ def main() -> None:
                 row[f"{side}_epoch_s"] = statistics.median(r["median_epoch_s"] for r in rs)
                 row[f"{side}_val_ppl"] = statistics.median(r["val_ppl"] for r in rs)
                 row[f"{side}_peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
+        if runs["tfrnn"]:  # includes building the step (and XLA compiling it): shown, not in the median
+            row["tfrnn_first_epoch_s"] = statistics.median(r["first_epoch_s"] for r in runs["tfrnn"])
         if runs["torch"]:
             row["ratio"] = row["tfrnn_epoch_s"] / row["torch_epoch_s"]
         results.append(row)
@@ -154,7 +171,7 @@ def main() -> None:
 
     head = (
         f"{'model':<10} {'tfrnn s/ep':>10} {'torch s/ep':>10} {'ratio':>6} {'tfrnn ppl':>9} "
-        f"{'torch ppl':>9} {'tfrnn MiB':>9} {'torch MiB':>9}"
+        f"{'torch ppl':>9} {'tfrnn MiB':>9} {'torch MiB':>9} {'tfrnn 1st':>9}"
     )
     print(head)
     for r in results:
@@ -165,7 +182,8 @@ def main() -> None:
         print(
             f"{r['model']:<10} {f('tfrnn_epoch_s', '.3f'):>10} {f('torch_epoch_s', '.3f'):>10} "
             f"{f('ratio', '.2f'):>6} {f('tfrnn_val_ppl', '.3f'):>9} {f('torch_val_ppl', '.3f'):>9} "
-            f"{f('tfrnn_peak_rss_mib', '.0f'):>9} {f('torch_peak_rss_mib', '.0f'):>9}"
+            f"{f('tfrnn_peak_rss_mib', '.0f'):>9} {f('torch_peak_rss_mib', '.0f'):>9} "
+            f"{f('tfrnn_first_epoch_s', '.1f'):>9}"
         )
     print(json.dumps(results))
     if a.json:

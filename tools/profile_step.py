@@ -1,0 +1,136 @@
+"""Where one training batch's time goes, tfrnn (with and without XLA) beside PyTorch.
+
+    python tools/profile_step.py [--model gru-32] [--repeats 20] [--torch-python PY]
+
+Under the study's protocol (batch 1,024, 32 steps) it times, in milliseconds per batch
+(median of ``--repeats``): the recurrent matrix product alone (``h @ U``, 32 dependent
+steps: the part no framework can skip), the forward pass, and the whole training step
+(forward, loss, gradients, clipping, SGD update), for tfrnn's Keras model compiled as
+``tfrnn fit`` compiles it with XLA on and off, and for PyTorch's ``nn.GRU``/``nn.LSTM``/
+``nn.RNN`` when a Python with torch is found (as in tools/bench.py). One epoch is 10 such
+training steps and 5 forward passes; the rest of an epoch is the framework's own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfrnn  # noqa: E402, F401  (before TensorFlow: its allocator setting)
+from tools.bench import find_torch_python, parse_model  # noqa: E402
+
+BATCH, STEPS, VOCAB = 1024, 32, 28
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+TORCH_CHILD = """
+import json, statistics, sys, time, torch
+from torch import nn
+cell, units, layers, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+B, T, V, G = 1024, 32, 28, {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+cls = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell]
+rnn = cls(V, units, layers, dropout=0.5 if layers > 1 else 0.0)
+out = nn.Linear(units, V)
+params = [*rnn.parameters(), *out.parameters()]
+opt = torch.optim.SGD(params, 1.0)
+x = torch.randint(0, V, (B, T)); y = torch.randint(0, V, (B, T))
+def forward():
+    with torch.no_grad():
+        return out(rnn(nn.functional.one_hot(x.T, V).float())[0])
+def train():
+    logits = out(rnn(nn.functional.one_hot(x.T, V).float())[0]).swapaxes(0, 1)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+    opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(params, 1.0); opt.step()
+    return loss.item()
+h, U = torch.randn(B, units), torch.randn(units, G * units) * 0.1
+def recurrent_product():
+    s = h
+    for _ in range(T):
+        s = (s @ U)[:, :units].contiguous()
+    return s
+def ms(f):
+    f(); f(); times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); f(); times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+result = {"recurrent_product": ms(recurrent_product), "forward": ms(forward), "train_step": ms(train)}
+print(json.dumps(result))
+"""
+
+
+def tfrnn_times(cell: str, units: int, layers: int, xla: bool, repeats: int) -> dict:
+    """Milliseconds per batch of tfrnn's model compiled as ``tfrnn fit`` does (XLA forced)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrnn.config import TrainConfig
+    from tfrnn.train import XLA_ENV, compile_model
+
+    os.environ[XLA_ENV] = "on" if xla else "off"
+    config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers)
+    model = compile_model(config, VOCAB)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
+    y = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
+    h = tf.random.normal((BATCH, units))
+    kernel = tf.random.normal((units, GATES[cell] * units)) * 0.1
+
+    @tf.function(jit_compile=xla)
+    def recurrent_product():
+        s = h
+        for _ in range(STEPS):
+            s = tf.matmul(s, kernel)[:, :units]
+        return s
+
+    def ms(f) -> float:
+        f()
+        f()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    return {
+        "recurrent_product": ms(lambda: recurrent_product().numpy()),
+        "forward": ms(lambda: model.predict_on_batch(x)),
+        "train_step": ms(lambda: model.train_on_batch(x, y)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gru-32")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--torch-python", default=None)
+    a = ap.parse_args()
+    cell, units, layers = parse_model(a.model)
+    columns = {
+        "tfrnn XLA": tfrnn_times(cell, units, layers, True, a.repeats),
+        "tfrnn no XLA": tfrnn_times(cell, units, layers, False, a.repeats),
+    }
+    python = find_torch_python(a.torch_python)
+    if python:
+        args = [python, "-c", TORCH_CHILD, cell, str(units), str(layers), str(a.repeats)]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        columns["PyTorch"] = json.loads(out.strip().splitlines()[-1])
+    print(f"{a.model}: milliseconds per batch of {BATCH} x {STEPS} (median of {a.repeats})")
+    print(f"{'':<20}" + "".join(f"{name:>14}" for name in columns))
+    for row in ("recurrent_product", "forward", "train_step"):
+        print(f"{row:<20}" + "".join(f"{col[row]:>14.1f}" for col in columns.values()))
+    epoch = {name: 10 * col["train_step"] + 5 * col["forward"] for name, col in columns.items()}
+    print(f"{'10 steps + 5 fwd':<20}" + "".join(f"{v:>14.1f}" for v in epoch.values()))
+    print(json.dumps({"model": a.model, **columns}))
+
+
+if __name__ == "__main__":
+    main()
