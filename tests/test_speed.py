@@ -52,6 +52,8 @@ def test_xla_policy(monkeypatch):
     assert not use_xla(TrainConfig.resolve("hw4", cell="lstm", units=128))
     assert not use_xla(TrainConfig.resolve("book", cell="gru", units=32, epochs=50))  # 100 steps
     assert not use_xla(TrainConfig.resolve("hw4", cell="gru", units=32, epochs=5))  # compiling won't pay
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        assert not use_xla(TrainConfig.resolve("hw4", cell="gru", units=32))
     lstm = TrainConfig.resolve("hw4", cell="lstm", units=128)
     assert use_xla(lstm, "on") and not use_xla(TrainConfig.resolve("hw4"), "off")
     monkeypatch.setenv("TFRNN_XLA", "on")

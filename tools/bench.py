@@ -119,8 +119,11 @@ def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data
 def find_torch_python(given: str | None) -> str | None:
     candidates = [given] if given else [sys.executable, "/tmp/torchvenv/bin/python"]
     for python in candidates:
-        if python and subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
-            return python
+        try:
+            if python and subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
+                return python
+        except OSError:  # no such interpreter
+            pass
     return None
 
 
