@@ -63,8 +63,7 @@ def test_xla_policy(monkeypatch):
         use_xla(lstm)
 
 
-def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path, monkeypatch):
-    monkeypatch.setenv("TFRNN_XLA", "off")  # restored afterwards: --xla sets it in this process
+def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path):
     args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 1, "-q", "--no-profile"]
     vals = {}
     for xla in ("on", "off"):
@@ -74,7 +73,8 @@ def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path, monkeypatc
     assert vals["on"] == pytest.approx(vals["off"], rel=1e-3)
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+# eager; traced with the number of steps known (unrolled); traced without it (tf.while_loop)
+@pytest.mark.parametrize("compiled", ["eager", "static", "dynamic"])
 @pytest.mark.parametrize("training", [False, True])
 def test_fused_simple_rnn_matches_keras_outputs_and_gradients(training, compiled):
     x = tf.random.stateless_normal((5, 7, 6), seed=(0, 1))
@@ -85,7 +85,12 @@ def test_fused_simple_rnn_matches_keras_outputs_and_gradients(training, compiled
     for i, w in enumerate(ours.weights):
         w.assign(tf.random.stateless_normal(w.shape, seed=(2, i)) * 0.5)
     theirs.set_weights(ours.get_weights())
-    call = tf.function(lambda: ours(x, training=training)) if compiled else lambda: ours(x, training=training)
+    if compiled == "eager":
+        call = lambda: ours(x, training=training)  # noqa: E731
+    else:
+        spec = [tf.TensorSpec((5, None if compiled == "dynamic" else 7, 6))]
+        traced = tf.function(lambda v: ours(v, training=training), input_signature=spec)
+        call = lambda: traced(x)  # noqa: E731
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         mine, ref = call(), theirs(x, training=training)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tfrnn.config import CELLS, OPTIMIZERS, PRESET_DEFAULTS, PRESETS, TrainConfig
+from tfrnn.config import CELLS, OPTIMIZERS, PRESET_DEFAULTS, PRESETS, XLA_SETTINGS, TrainConfig, xla_setting
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths
@@ -173,7 +173,7 @@ def _hw4(key: str) -> str:
 )
 @click.option(
     "--xla",
-    type=click.Choice(["auto", "on", "off"]),
+    type=click.Choice(XLA_SETTINGS),
     default=None,
     help="Compile the training step with XLA. auto: on a CPU, for layers of at most 64 units, "
     "sequences of at most 64 steps and 20 epochs or more, where it is faster and pays back "
@@ -233,14 +233,11 @@ def fit(
         clip=clip,
         seed=seed,
     )
+    xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume)
     _import_tensorflow_quietly()
     from tfrnn.experiment import run_training
-    from tfrnn.train import XLA_ENV
-
-    if xla is not None:
-        os.environ[XLA_ENV] = xla  # read by tfrnn.train.use_xla when the model is compiled
 
     strategy = _strategy(strategy)
 
@@ -262,6 +259,7 @@ def fit(
             log=click.echo,
             profile=not no_profile,
             strategy=strategy,
+            xla=xla,
         )
     except KeyboardInterrupt:
         raise Interrupted(

@@ -11,6 +11,20 @@ from tfrnn.errors import ConfigError
 CELLS = ("rnn", "gru", "lstm")
 OPTIMIZERS = ("sgd", "adam")
 PRESETS = ("hw4", "book")
+#: XLA for the training step (tfrnn.train.use_xla), and the variable that sets its default.
+XLA_SETTINGS = ("auto", "on", "off")
+XLA_ENV = "TFRNN_XLA"
+
+
+def xla_setting(setting: str | None = None) -> str:
+    """``setting``, else ``$TFRNN_XLA``, else ``auto``; checked against ``XLA_SETTINGS``."""
+    import os
+
+    value = (setting or os.environ.get(XLA_ENV) or "auto").lower()
+    if value not in XLA_SETTINGS:
+        raise ConfigError(f"${XLA_ENV} must be one of {', '.join(XLA_SETTINGS)}, got {value!r}")
+    return value
+
 
 #: Defaults of each preset. ``hw4`` is the reference study's protocol (PROTOCOL.md);
 #: ``book`` trains on the whole text with a held-out test part.

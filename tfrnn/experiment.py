@@ -71,17 +71,19 @@ def run_training(
     callbacks: list | None = None,
     profile: bool = True,
     strategy=None,
+    xla: str | None = None,
 ) -> dict:
     """Train ``config`` and write its run folder at ``paths.final``; returns the metrics.
 
     Every input is checked before anything is written. An interrupted run keeps its
     partial folder, so the same call with ``resume=True`` continues it. Under a
     multi-worker ``strategy`` every worker trains, and only the chief writes the folder.
+    ``xla``: see ``tfrnn.train.use_xla``.
     """
     from tfrnn.distribute import is_chief
 
     if strategy is not None and not is_chief(strategy):
-        return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume)
+        return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla)
     paths.check(overwrite=overwrite, resume=resume)
     corpus, splits = load_data(config, data)
     log(
@@ -97,7 +99,7 @@ def run_training(
 
     try:
         result = fit(
-            config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks, strategy
+            config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks, strategy, xla
         )
     except TrainingDiverged:
         paths.discard()
@@ -146,7 +148,7 @@ def load_data(config: TrainConfig, data: str | Path | None):
     return corpus, make_splits(corpus, config.preset, config.num_steps, config.batch_size, config.seed)
 
 
-def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume) -> dict:
+def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla) -> dict:
     """A non-chief worker's share: the same checks and training, nothing kept on disk."""
     import tempfile
 
@@ -155,7 +157,7 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume) 
     paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
     corpus, splits = load_data(config, data)
     with tempfile.TemporaryDirectory(prefix="tfrnn-worker-") as tmp:
-        result = fit(config, splits, len(corpus.vocab), Path(tmp), None, verbose, None, strategy)
+        result = fit(config, splits, len(corpus.vocab), Path(tmp), None, verbose, None, strategy, xla)
         history = read_history(result.history_csv)
         if splits.test is not None:  # evaluation is a collective: every worker takes part
             result.model.evaluate(splits.test, verbose=0)

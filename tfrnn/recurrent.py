@@ -21,29 +21,15 @@ import tensorflow as tf
 from keras import layers as kl
 
 
-def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """``x @ kernel + bias`` for a time-major ``(T, B, D)`` input, as one matrix product."""
     shape = tf.shape(x_tm)
-    flat = tf.matmul(tf.reshape(x_tm, [-1, shape[2]]), kernel)
-    if bias is not None:
-        flat = tf.nn.bias_add(flat, bias)
+    flat = tf.nn.bias_add(tf.matmul(tf.reshape(x_tm, [-1, shape[2]]), kernel), bias)
     return tf.reshape(flat, [shape[0], shape[1], -1])
 
 
-def _flat_product(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Sum over time and batch of ``a[t]ᵀ @ b[t]`` for time-major ``a``, ``b``: one product."""
-    return tf.matmul(
-        tf.reshape(a, [-1, tf.shape(a)[-1]]), tf.reshape(b, [-1, tf.shape(b)[-1]]), transpose_a=True
-    )
-
-
-def _shift(h0: tf.Tensor, hs: tf.Tensor) -> tf.Tensor:
-    """States before each step: ``[h0, h_0, ..., h_{T-2}]``."""
-    return tf.concat([h0[None], hs[:-1]], axis=0)
-
-
-def _loop(step, inputs: list[tf.Tensor], carry: list[tf.Tensor], n_out: int = 1, reverse: bool = False):
-    """Run ``step(inputs_t, carry) -> (carry, outputs_t)`` over the time axis; stack the outputs.
+def _loop(step, inputs: list[tf.Tensor], carry: tf.Tensor, reverse: bool = False):
+    """Run ``step(inputs_t, carry) -> (carry, output_t)`` over the time axis; stack the outputs.
 
     Python-unrolled when the number of steps is known when tracing, else a ``tf.while_loop``
     over ``TensorArray``s. Either way TensorFlow's own gradient is never taken through it.
@@ -54,32 +40,31 @@ def _loop(step, inputs: list[tf.Tensor], carry: list[tf.Tensor], n_out: int = 1,
         outs = [None] * length
         for t in reversed(range(length)) if reverse else range(length):
             carry, outs[t] = step([x[t] for x in steps], carry)
-        return carry, [tf.stack(o) for o in zip(*outs)]
+        return carry, tf.stack(outs)
     length = tf.shape(inputs[0])[0]
     in_tas = [tf.TensorArray(x.dtype, size=length).unstack(x) for x in inputs]
-    out_tas = [tf.TensorArray(carry[0].dtype, size=length) for _ in range(n_out)]
 
-    def body(i, carry, outs):
+    def body(i, carry, out):
         t = length - 1 - i if reverse else i
-        carry, values = step([ta.read(t) for ta in in_tas], carry)
-        return i + 1, carry, [ta.write(t, v) for ta, v in zip(outs, values)]
+        carry, value = step([ta.read(t) for ta in in_tas], carry)
+        return i + 1, carry, out.write(t, value)
 
-    _, carry, out_tas = tf.while_loop(
-        lambda i, *_: i < length, body, (tf.constant(0), carry, out_tas), parallel_iterations=1
+    out = tf.TensorArray(carry.dtype, size=length)
+    _, carry, out = tf.while_loop(
+        lambda i, *_: i < length, body, (tf.constant(0), carry, out), parallel_iterations=1
     )
-    return carry, [ta.stack() for ta in out_tas]
+    return carry, out.stack()
 
 
 # --- SimpleRNN: h = tanh(x W + b + h U)
 
 
 def _rnn_forward(xp, h0, rk):
-    def step(inputs, carry):
-        h = tf.tanh(inputs[0] + tf.matmul(carry[0], rk))
-        return [h], [h]
+    def step(inputs, h):
+        h = tf.tanh(inputs[0] + tf.matmul(h, rk))
+        return h, h
 
-    _, (hs,) = _loop(step, [xp], [h0])
-    return hs
+    return _loop(step, [xp], h0)[1]
 
 
 @tf.custom_gradient
@@ -87,12 +72,15 @@ def _rnn_train(xp, h0, rk):
     hs = _rnn_forward(xp, h0, rk)
 
     def grad(dhs):
-        def step(inputs, carry):
-            da = (inputs[0] + carry[0]) * inputs[1]
-            return [tf.matmul(da, rk, transpose_b=True)], [da]
+        def step(inputs, dh_next):
+            da = (inputs[0] + dh_next) * inputs[1]
+            return tf.matmul(da, rk, transpose_b=True), da
 
-        (dh0,), (das,) = _loop(step, [dhs, 1.0 - hs * hs], [tf.zeros_like(h0)], reverse=True)
-        return das, dh0, _flat_product(_shift(h0, hs), das)
+        dh0, das = _loop(step, [dhs, 1.0 - hs * hs], tf.zeros_like(h0), reverse=True)
+        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # the state before each step
+        units = tf.shape(hs)[-1]
+        d_rk = tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(das, [-1, units]), transpose_a=True)
+        return das, dh0, d_rk
 
     return hs, grad
 

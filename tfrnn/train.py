@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from tfrnn.config import TrainConfig
+from tfrnn.config import TrainConfig, xla_setting
 from tfrnn.data import Splits
-from tfrnn.errors import ConfigError, TrainingDiverged
+from tfrnn.errors import TrainingDiverged
 from tfrnn.models import build_model
 
 
@@ -77,9 +76,6 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return cls(learning_rate=config.lr, global_clipnorm=config.clip or None)
 
 
-#: Environment variable choosing XLA for the training step: ``auto`` (default), ``on``, ``off``.
-XLA_ENV = "TFRNN_XLA"
-XLA_SETTINGS = ("auto", "on", "off")
 #: ``auto`` compiles with XLA up to this layer width and sequence length, for runs long
 #: enough to pay back the compiling (10-20 s once, growing with the sequence length).
 #: Measured with tools/bench.py on a 2-core CPU, seconds per epoch with XLA / without:
@@ -99,9 +95,7 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     """
     import tensorflow as tf
 
-    setting = (setting or os.environ.get(XLA_ENV) or "auto").lower()
-    if setting not in XLA_SETTINGS:
-        raise ConfigError(f"${XLA_ENV} must be one of {', '.join(XLA_SETTINGS)}, got {setting!r}")
+    setting = xla_setting(setting)
     if setting != "auto":
         return setting == "on"
     return (
@@ -113,8 +107,11 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     )
 
 
-def compile_model(config: TrainConfig, vocab_size: int) -> keras.Model:
-    """Build and compile the model of ``config`` (seeded when ``config.seed`` is set)."""
+def compile_model(config: TrainConfig, vocab_size: int, xla: str | None = None) -> keras.Model:
+    """Build and compile the model of ``config`` (seeded when ``config.seed`` is set).
+
+    ``xla``: ``auto``, ``on`` or ``off`` (default ``$TFRNN_XLA``, else auto): see ``use_xla``.
+    """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     model = build_model(config, vocab_size)
@@ -122,7 +119,7 @@ def compile_model(config: TrainConfig, vocab_size: int) -> keras.Model:
         optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[Perplexity()],
-        jit_compile=use_xla(config),
+        jit_compile=use_xla(config, xla),
     )
     return model
 
@@ -142,6 +139,7 @@ def fit(
     verbose: int | str = "auto",
     extra_callbacks: list | None = None,
     strategy=None,
+    xla: str | None = None,
 ) -> FitResult:
     """Train ``config`` on ``splits``, logging each epoch to ``workdir/history.csv``.
 
@@ -154,7 +152,7 @@ def fit(
 
     workdir.mkdir(parents=True, exist_ok=True)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = compile_model(config, vocab_size)
+        model = compile_model(config, vocab_size, xla)
     if strategy is not None:
         from tfrnn.distribute import is_multi_worker, prepare_multi_worker
 

@@ -33,20 +33,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfrnn.config import TrainConfig
 from tfrnn.experiment import load_data
-from tfrnn.train import fit
+from tfrnn.train import fit, use_xla
 from tfrnn.rundir import read_history
-import statistics
-import dataclasses
-from tfrnn.train import XLA_ENV, use_xla
+import dataclasses, statistics
 cell, units, layers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers, epochs=epochs)
-if sys.argv[5] == "auto":  # as `tfrnn fit` chooses for the study's 50-epoch run of this model
-    os.environ[XLA_ENV] = "on" if use_xla(dataclasses.replace(config, epochs=50)) else "off"
-else:
-    os.environ[XLA_ENV] = sys.argv[5]
+xla = sys.argv[5]
+if xla == "auto":  # as `tfrnn fit` chooses for the study's 50-epoch run of this model
+    xla = "on" if use_xla(dataclasses.replace(config, epochs=50)) else "off"
 corpus, splits = load_data(config, None)
 with tempfile.TemporaryDirectory() as tmp:
-    fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0)
+    fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0, xla=xla)
     h = read_history(Path(tmp) / "history.csv")
 s = [r["epoch_seconds"] for r in h]
 status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
@@ -134,9 +131,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side per model")
     ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    from tfrnn.config import XLA_SETTINGS
+
     ap.add_argument(
         "--xla",
-        choices=("auto", "on", "off"),
+        choices=XLA_SETTINGS,
         default="auto",
         help="XLA for tfrnn; auto: as `tfrnn fit` chooses for the study's 50-epoch run of the model",
     )

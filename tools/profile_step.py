@@ -72,11 +72,10 @@ def tfrnn_times(cell: str, units: int, layers: int, xla: bool, repeats: int) -> 
     import tensorflow as tf
 
     from tfrnn.config import TrainConfig
-    from tfrnn.train import XLA_ENV, compile_model
+    from tfrnn.train import compile_model
 
-    os.environ[XLA_ENV] = "on" if xla else "off"
     config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers)
-    model = compile_model(config, VOCAB)
+    model = compile_model(config, VOCAB, "on" if xla else "off")
     rng = np.random.default_rng(0)
     x = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
     y = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
