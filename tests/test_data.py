@@ -109,3 +109,13 @@ def test_local_copy_is_verified(tmp_path, monkeypatch, book):
     copy.write_text("something else")
     with pytest.raises(DataError, match="checksum mismatch"):
         book_path()
+
+
+def test_validation_batches_are_sized_to_the_model(book):
+    from tfrnn.config import TrainConfig
+    from tfrnn.experiment import load_data
+
+    _, small = load_data(TrainConfig.resolve("hw4", cell="gru", units=32), book)
+    assert [len(x) for x, _ in small.val] == [5_000]  # one batch, not five
+    _, wide = load_data(TrainConfig.resolve("hw4", cell="lstm", units=1024), book)
+    assert [len(x) for x, _ in wide.val] == [1024] * 4 + [904]  # never below the training batch

@@ -730,7 +730,10 @@ def tune(
     from tuner.search import make_tuner, trial_rows, write_results
 
     strategy = _strategy(strategy)  # before any TensorFlow op: it may split the CPU
-    base = TrainConfig.resolve(preset, epochs=epochs, seed=seed)
+    # the validation batches are sized for the widest model of the search
+    base = TrainConfig.resolve(
+        preset, epochs=epochs, seed=seed, units=max([*space.unit_choices, *space.embeddings])
+    )
     corpus, splits = load_data(base, data)
     hypermodel = CharLMHyperModel(space, preset, len(corpus.vocab), epochs=epochs, seed=seed)
     tuner = make_tuner(

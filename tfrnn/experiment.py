@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from tfrnn.config import TrainConfig
-from tfrnn.data import Corpus, make_splits
+from tfrnn.data import Corpus, eval_batch_size, make_splits
 from tfrnn.errors import TrainingDiverged
 from tfrnn.generate import study_continuations
 from tfrnn.models import parameter_counts
@@ -145,7 +145,12 @@ def load_data(config: TrainConfig, data: str | Path | None):
         import keras
 
         keras.utils.set_random_seed(config.seed)
-    return corpus, make_splits(corpus, config.preset, config.num_steps, config.batch_size, config.seed)
+    eval_batch = eval_batch_size(
+        config.batch_size, config.num_steps, max(config.units, config.embedding or 0)
+    )
+    return corpus, make_splits(
+        corpus, config.preset, config.num_steps, config.batch_size, config.seed, eval_batch
+    )
 
 
 def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla) -> dict:
