@@ -182,8 +182,8 @@ def _options(ds):
 
 #: Validation and test batches hold up to this many tokens, and at most this many floats in
 #: one layer's outputs (64 MiB): evaluation keeps no activations for a backward pass, and
-#: fewer, larger batches evaluate faster (hw4's 5,000 validation windows in one batch instead
-#: of five: 78 ms instead of 118 per epoch for GRU-32, tools/bench.py measures the epoch).
+#: fewer, larger batches evaluate faster (hw4 GRU-32 with XLA: the 5,000 validation windows
+#: in one batch take 78 ms, in five batches of 1,024 118 ms).
 EVAL_MAX_TOKENS = 2**18
 EVAL_MAX_FLOATS = 2**24
 
