@@ -7,8 +7,10 @@ Under the study's protocol (batch 1,024, 32 steps) it times, in milliseconds per
 steps: the part no framework can skip), the forward pass, and the whole training step
 (forward, loss, gradients, clipping, SGD update), for tfrnn's Keras model compiled as
 ``tfrnn fit`` compiles it with XLA on and off, and for PyTorch's ``nn.GRU``/``nn.LSTM``/
-``nn.RNN`` when a Python with torch is found (as in tools/bench.py). One epoch is 10 such
-training steps and 5 forward passes; the rest of an epoch is the framework's own overhead.
+``nn.RNN`` when a Python with torch is found (as in tools/bench.py). One hw4 epoch is 10 such
+training steps and the forward pass over 5,000 validation windows (tfrnn: one batch of 5,000,
+see tfrnn.data.eval_batch_size; PyTorch's reference: five of 1,024); the rest of an epoch
+is the framework's own overhead.
 """
 
 from __future__ import annotations
