@@ -60,18 +60,22 @@ def test_hw4_training_batches_cover_the_windows_and_reshuffle_each_epoch(corpus)
 
 
 def test_book_split_is_contiguous_90_5_5_with_a_test_part(corpus):
-    splits = make_splits(corpus, "book", num_steps=100, batch_size=64, seed=0)
     n = len(corpus.ids)
-    assert splits.sizes["val"] == (int(0.95 * n) - int(0.9 * n) - 1) // 100
-    assert splits.sizes["test"] == (n - int(0.95 * n) - 1) // 100
-    x, y = next(iter(splits.test))
-    assert (x.numpy()[0] == corpus.ids[int(0.95 * n) : int(0.95 * n) + 100]).all()
-    assert (y.numpy()[0] == corpus.ids[int(0.95 * n) + 1 : int(0.95 * n) + 101]).all()
-    train_starts = set()
-    for x, _ in splits.train:
-        assert x.shape[1] == 100
-        train_starts.update(x.numpy()[:, 0].tolist())
-    assert len(train_starts) > 1
+    for carry in (True, False):
+        splits = make_splits(corpus, "book", num_steps=100, batch_size=64, seed=0, carry_state=carry)
+        a, b = int(0.9 * n), int(0.95 * n)
+        assert splits.sizes == {"train": a, "val": b - a, "test": n - b} and splits.unit == "characters"
+        # validation and test are kept whole, to be read as one sequence each
+        assert (splits.streams["val"] == corpus.ids[a:b]).all()
+        assert (splits.streams["test"] == corpus.ids[b:]).all()
+        assert splits.val is None and splits.test is None
+        batches = [x.numpy() for x, _ in splits.train]
+        assert len(batches) == splits.steps_per_epoch
+        # training batches come from the training part only
+        train_text = corpus.vocab.decode(corpus.ids[:a])
+        assert all(corpus.vocab.decode(row) in train_text for row in batches[0][:3])
+    # independent windows: every (non-overlapping) window of the training part once per epoch
+    assert splits.steps_per_epoch == -(-((a - 100) // 100) // 64)
 
 
 def test_short_text_is_refused(tmp_path):

@@ -166,8 +166,8 @@ def test_book_preset_reports_a_test_perplexity(tmp_path):
     )
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
-    assert m["config"]["optimizer"] == "adam" and m["config"]["lr"] == pytest.approx(3e-3)
-    assert m["data"]["windows"]["test"] > 0
+    assert m["config"]["optimizer"] == "adamw" and m["config"]["lr"] == pytest.approx(3e-3)
+    assert m["data"]["part_characters"]["test"] > 0
     assert np.isfinite(m["test_perplexity"]) and 1 < m["test_perplexity"] < 28
     assert "test perplexity" in result.output
 

@@ -117,3 +117,47 @@ def test_fused_simple_rnn_keeps_keras_form_and_falls_back_when_masked():
     ref.build(x.shape)
     ref.set_weights(layer.get_weights())
     np.testing.assert_allclose(out, ref(x, mask=mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_fused_lstm_matches_keras_outputs_states_and_gradients(stateful):
+    from tfrnn import recurrent
+
+    x = tf.random.stateless_normal((5, 7, 64), seed=(0, 5))  # wide enough for the fused path
+    ours = recurrent.LSTM(6, return_sequences=True, return_state=True)
+    theirs = keras.layers.LSTM(6, return_sequences=True, return_state=True)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    assert ours._fused_applies(x, None, training=True) and not ours._fused_applies(x, None, False)
+    h0, c0 = (tf.random.stateless_normal((5, 6), seed=(1, i)) for i in range(2))
+    traced = tf.function(lambda v, s: ours(v, initial_state=s, training=True))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, h0, c0])
+        mine = traced(x, [h0, c0])
+        ref = theirs(x, initial_state=[h0, c0], training=True)
+        weights = [tf.random.stateless_normal(o.shape, seed=(3, i)) for i, o in enumerate(ref)]
+        loss_mine = sum(tf.reduce_sum(o * w) for o, w in zip(mine, weights))
+        loss_ref = sum(tf.reduce_sum(o * w) for o, w in zip(ref, weights))
+    for a, b in zip(mine, ref):  # sequence, last h, last c
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    grads = tape.gradient(loss_mine, [*ours.trainable_weights, x, h0, c0])
+    expected = tape.gradient(loss_ref, [*theirs.trainable_weights, x, h0, c0])
+    for a, b in zip(grads, expected):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_lstm_weight_drop_masks_recurrent_weights_in_training_only():
+    from tfrnn import recurrent
+
+    x = tf.random.stateless_normal((4, 7, 64), seed=(0, 6))
+    layer = recurrent.LSTM(6, return_sequences=True, weight_drop=0.5)
+    plain = keras.layers.LSTM(6, return_sequences=True)
+    layer.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(layer(x, training=False), plain(x), atol=1e-6)  # inference: all weights
+    a, b = layer(x, training=True), layer(x, training=True)
+    assert not np.allclose(a, b)  # a new mask per batch
+    assert not np.allclose(a, plain(x, training=True))
+    assert recurrent.LSTM.from_config(layer.get_config()).weight_drop == 0.5

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import click
 
-from tfrnn.config import CELLS, OPTIMIZERS, PRESET_DEFAULTS, PRESETS, XLA_SETTINGS, TrainConfig, xla_setting
+from tfrnn.config import (
+    ADAMW_WEIGHT_DECAY,
+    CELLS,
+    DROPOUT_PLACES,
+    OPTIMIZERS,
+    PRESET_DEFAULTS,
+    PRESETS,
+    SCHEDULES,
+    XLA_SETTINGS,
+    TrainConfig,
+    xla_setting,
+)
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths
@@ -87,31 +98,48 @@ def _strategy(name: str):
     return strategy
 
 
-def _hw4(key: str) -> str:
-    return f"hw4: {PRESET_DEFAULTS['hw4'][key]}, book: {PRESET_DEFAULTS['book'][key]}"
+def _hw4(key: str, missing: str = "") -> str:
+    """Both presets' default of ``key`` for --help (``missing`` where a preset sets none)."""
+    hw4, book = (PRESET_DEFAULTS[p].get(key, missing) for p in ("hw4", "book"))
+    return f"hw4: {hw4}, book: {book}"
 
 
 @cli.command()
 @click.option(
     "--cell",
     type=click.Choice(CELLS),
-    default="gru",
-    show_default=True,
-    help="Recurrent cell: SimpleRNN, GRU or LSTM.",
+    default=None,
+    help=f"Recurrent cell: SimpleRNN, GRU or LSTM.  [{_hw4('cell')}]",
 )
-@click.option("--units", type=int, default=32, show_default=True, help="Hidden units per layer.")
-@click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--units", type=int, default=None, help=f"Hidden units per layer.  [{_hw4('units')}]")
+@click.option("--layers", type=int, default=None, help=f"Stacked recurrent layers.  [{_hw4('layers')}]")
 @click.option(
     "--dropout",
     type=float,
     default=None,
-    help="Dropout between stacked layers, in [0, 1).  [default: 0.5 for stacks, else 0]",
+    help="Dropout rate, in [0, 1).  [hw4: 0.5 for stacks, else 0; book: "
+    f"{PRESET_DEFAULTS['book']['dropout']}]",
+)
+@click.option(
+    "--dropout-at",
+    type=click.Choice(DROPOUT_PLACES),
+    default=None,
+    help="between: dropout between stacked layers only (the study); all: also on the input "
+    f"embedding and the last layer's output.  [{_hw4('dropout_at', 'between')}]",
+)
+@click.option(
+    "--weight-drop",
+    type=float,
+    default=None,
+    help="LSTM: drop this fraction of the recurrent weights in training (DropConnect, one "
+    f"mask per batch, as AWD-LSTM's WeightDrop).  [{_hw4('weight_drop', 0)}]",
 )
 @click.option(
     "--embedding",
     type=int,
     default=None,
-    help="Learn an embedding of this size instead of the one-hot input of the study.",
+    help="Learn an embedding of this size instead of the one-hot input of the study.  "
+    f"[{_hw4('embedding', 'none')}]",
 )
 @click.option(
     "--preset",
@@ -119,27 +147,80 @@ def _hw4(key: str) -> str:
     default="hw4",
     show_default=True,
     help="hw4: the study's protocol (15,000 overlapping windows of the book's start). "
-    "book: the whole text split 90/5/5 into train/validation/test.",
+    "book: the whole text split 90/5/5 into train/validation/test, validation and test read "
+    "as one sequence each with the state carried through; its defaults are the best model "
+    "found for 15 minutes of training on 2 CPU cores.",
 )
 @click.option("--epochs", type=int, default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
 @click.option(
     "--lr",
     type=float,
     default=None,
-    help="Learning rate.  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, 2 for stacks; Adam: 0.003]",
+    help="Learning rate (the peak, with a schedule).  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, "
+    "2 for stacks; Adam/AdamW: 0.003]",
 )
 @click.option(
     "--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=f"Optimizer.  [{_hw4('optimizer')}]"
+)
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=None,
+    help=f"Decoupled weight decay (biases spared).  [adamw: {ADAMW_WEIGHT_DECAY}, else 0]",
+)
+@click.option(
+    "--ema",
+    type=float,
+    default=None,
+    metavar="MOMENTUM",
+    help="book: keep an exponential moving average of the weights with this momentum (e.g. "
+    f"0.99), and validate, keep and export the average.  [{_hw4('ema', 0)}]",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=None,
+    help="Learning rate: constant; cosine = warm-up over the first epoch, then cosine decay to 0 "
+    "at the last epoch; plateau = halved whenever validation loss does not improve.  "
+    f"[{_hw4('schedule', 'constant')}]",
 )
 @click.option("--batch-size", type=int, default=None, help=f"Sequences per batch.  [{_hw4('batch_size')}]")
 @click.option(
     "--num-steps", type=int, default=None, help=f"Characters per training sequence.  [{_hw4('num_steps')}]"
 )
 @click.option(
+    "--carry-state/--no-carry-state",
+    default=None,
+    help="book: carry the recurrent state from batch to batch, the training text read as "
+    "batch-size parallel streams (truncated back-propagation through time), instead of "
+    "independent windows.  [book: carry]",
+)
+@click.option(
     "--clip",
     type=float,
     default=None,
     help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]",
+)
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Stop early when validation loss has not improved for this many epochs.  [default: never]",
+)
+@click.option(
+    "--time-budget",
+    type=float,
+    default=None,
+    metavar="MINUTES",
+    help="Stop after the epoch that brings training time past MINUTES.  [default: no limit]",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Start from the weights of a finished run (fine-tuning, e.g. on another --data); "
+    "the architecture is that run's.",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Random seed: the same seed repeats a run."
@@ -182,19 +263,8 @@ def _hw4(key: str) -> str:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
 def fit(
-    cell,
-    units,
-    layers,
-    dropout,
-    embedding,
     preset,
-    epochs,
-    lr,
-    optimizer,
-    batch_size,
-    num_steps,
-    clip,
-    seed,
+    init_from,
     data,
     out,
     overwrite,
@@ -204,35 +274,30 @@ def fit(
     no_profile,
     xla,
     quiet,
+    **options,
 ) -> None:
     """Train a model, report its perplexity and write its run folder.
 
     The folder (saved_models/NAME unless --out) holds model.keras, saved_model/ (for
     `tfrnn generate` and plain TensorFlow), vocab.json, history.csv, metrics.json (with
     parameters, FLOPs and speed) and curves.png. It appears only when training finished;
-    an interrupted run is continued with the same command plus --resume.
+    an interrupted run is continued with the same command plus --resume. The book preset
+    keeps the weights of its best validation epoch.
 
     \b
     Examples:
       tfrnn fit --cell lstm --units 128
       tfrnn fit --cell gru --units 32 --layers 3 --epochs 10
-      tfrnn fit --preset book --cell lstm --units 256 --embedding 64
+      tfrnn fit --preset book                       # the best whole-book model for ~15 min
+      tfrnn fit --preset book --cell lstm --units 256 --embedding 64 --time-budget 5
+      tfrnn fit --preset book --init-from saved_models/lstm-2x512-book --data my.txt --epochs 5
     """
-    config = TrainConfig.resolve(
-        preset,
-        cell=cell,
-        units=units,
-        layers=layers,
-        dropout=dropout,
-        embedding=embedding,
-        epochs=epochs,
-        lr=lr,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        num_steps=num_steps,
-        clip=clip,
-        seed=seed,
-    )
+    if init_from is not None:
+        from tfrnn.experiment import architecture_of
+
+        options.update(architecture_of(init_from, options))
+        options["init_from"] = str(init_from)
+    config = TrainConfig.resolve(preset, **options)
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume)
@@ -242,9 +307,11 @@ def fit(
     strategy = _strategy(strategy)
 
     click.echo(
-        f"training {config.name}: {config.optimizer} lr {config.lr:g}, {config.epochs} epochs, "
-        f"batch {config.batch_size} x {config.num_steps} steps, clip {config.clip or 'off'}, "
-        f"seed {config.seed}"
+        f"training {config.name}: {config.optimizer} lr {config.lr:g} ({config.schedule}), "
+        f"{config.epochs} epochs, batch {config.batch_size} x {config.num_steps} steps"
+        f"{' (state carried)' if config.carry_state else ''}, clip {config.clip or 'off'}, seed {config.seed}"
+        + (f", budget {config.time_budget:g} min" if config.time_budget else "")
+        + (f", from {config.init_from}" if config.init_from else "")
     )
     try:
         verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)  # 2: one line per epoch
@@ -273,14 +340,21 @@ def fit(
         )
         return
     p = m["parameters"]
-    click.echo(
-        f"\n{m['name']}: validation perplexity {m['final_val_perplexity']:.3f} "
-        f"(best {m['best_val_perplexity']:.3f} at epoch {m['best_epoch']})"
-        + (f", test perplexity {m['test_perplexity']:.3f}" if m["test_perplexity"] else "")
-    )
+    if m["test_perplexity"] is not None:  # book: the best epoch's weights, parts read whole
+        click.echo(
+            f"\n{m['name']}: kept epoch {m['best_epoch']}: validation perplexity "
+            f"{m['best_val_perplexity']:.3f}, test perplexity {m['test_perplexity']:.3f} "
+            "(each part read as one sequence, the state carried)"
+        )
+    else:
+        click.echo(
+            f"\n{m['name']}: validation perplexity {m['final_val_perplexity']:.3f} "
+            f"(best {m['best_val_perplexity']:.3f} at epoch {m['best_epoch']})"
+        )
+    stopped = "" if m["stopped_by"] == "epochs" else f", stopped by the {m['stopped_by']}"
     click.echo(
         f"trained {m['epochs_run']} epochs in {m['training_seconds']:.1f} s "
-        f"({m['median_epoch_seconds']:.2f} s/epoch); parameters {p['total']:,} "
+        f"({m['median_epoch_seconds']:.2f} s/epoch{stopped}); parameters {p['total']:,} "
         f"(recurrent: {p['recurrent_keras']:,} Keras, {p['recurrent_study']:,} study convention)"
     )
     for prompt, text in m["continuations"].items():

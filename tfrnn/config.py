@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from tfrnn.errors import ConfigError
 
 CELLS = ("rnn", "gru", "lstm")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Learning-rate schedules: constant, warm-up (first epoch) then cosine decay to zero, or
+#: halving when the validation loss stalls.
+SCHEDULES = ("constant", "cosine", "plateau")
+#: Where dropout sits: between stacked recurrent layers (the study, like torch.nn.GRU's
+#: ``dropout``), or also on the input embedding and the last recurrent layer's output.
+DROPOUT_PLACES = ("between", "all")
 PRESETS = ("hw4", "book")
 #: XLA for the training step (tfrnn.train.use_xla), and the variable that sets its default.
 XLA_SETTINGS = ("auto", "on", "off")
@@ -27,11 +33,33 @@ def xla_setting(setting: str | None = None) -> str:
 
 
 #: Defaults of each preset. ``hw4`` is the reference study's protocol (PROTOCOL.md);
-#: ``book`` trains on the whole text with a held-out test part.
+#: ``book`` trains on the whole text with a held-out test part, evaluated (and by default
+#: trained) with the recurrent state carried through the text. Its model and schedule are
+#: the best found to fit 15 minutes of training on a 2-core CPU (README, "Whole texts").
 PRESET_DEFAULTS: dict[str, dict] = {
-    "hw4": dict(optimizer="sgd", epochs=50, batch_size=1024, num_steps=32, clip=1.0),
-    "book": dict(optimizer="adam", epochs=20, batch_size=64, num_steps=100, clip=1.0),
+    "hw4": dict(
+        cell="gru", units=32, layers=1, optimizer="sgd", epochs=50, batch_size=1024, num_steps=32, clip=1.0
+    ),
+    "book": dict(
+        cell="lstm",
+        units=512,
+        layers=2,
+        embedding=64,
+        dropout=0.5,
+        dropout_at="all",
+        optimizer="adamw",
+        schedule="cosine",
+        epochs=40,
+        batch_size=64,
+        num_steps=100,
+        clip=1.0,
+        carry_state=True,
+    ),
 }
+
+
+#: AdamW's decoupled weight decay unless --weight-decay says otherwise.
+ADAMW_WEIGHT_DECAY = 0.01
 
 
 def study_learning_rate(cell: str, layers: int) -> float:
@@ -58,13 +86,30 @@ class TrainConfig:
     num_steps: int = 32
     clip: float | None = 1.0
     seed: int | None = 0
+    #: carry the recurrent state from batch to batch (truncated back-propagation through
+    #: time over batch_size parallel streams of the training text); book preset only
+    carry_state: bool = False
+    dropout_at: str = "between"
+    #: DropConnect on each LSTM's recurrent weights (AWD-LSTM's WeightDrop)
+    weight_drop: float = 0.0
+    weight_decay: float = 0.0
+    #: momentum of a moving average of the weights, evaluated and kept instead (0: none)
+    ema: float = 0.0
+    schedule: str = "constant"
+    #: stop when the validation loss has not improved for this many epochs
+    patience: int | None = None
+    #: stop after the epoch that brings the training time past this many minutes
+    time_budget: float | None = None
+    #: a finished run folder whose weights this run starts from (fine-tuning)
+    init_from: str | None = None
 
     @classmethod
     def resolve(cls, preset: str = "hw4", **options) -> TrainConfig:
         """Build a config from ``preset`` with ``options`` (None means the preset's value).
 
-        The hw4 learning rate depends on cell and depth as in the study; with Adam it is
-        3e-3. Dropout defaults to 0.5 for stacks (the study) and 0 for one layer.
+        The hw4 learning rate depends on cell and depth as in the study; with Adam(W) it is
+        3e-3. Dropout defaults to 0.5 for hw4 stacks (the study) and 0 for one layer.
+        AdamW's weight decay defaults to ``ADAMW_WEIGHT_DECAY``, other optimizers' to 0.
         """
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -80,6 +125,8 @@ class TrainConfig:
             values["lr"] = study_learning_rate(cell, layers) if opt == "sgd" else 3e-3
         if "dropout" not in values and isinstance(layers, int):
             values["dropout"] = 0.5 if layers > 1 else 0.0
+        if "weight_decay" not in values and values["optimizer"] == "adamw":
+            values["weight_decay"] = ADAMW_WEIGHT_DECAY
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -101,6 +148,30 @@ class TrainConfig:
             raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip >= 0):
             raise ConfigError(f"--clip must be >= 0 (0 turns clipping off), got {self.clip!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.dropout_at not in DROPOUT_PLACES:
+            raise ConfigError(
+                f"unknown --dropout-at {self.dropout_at!r}: choose one of {', '.join(DROPOUT_PLACES)}"
+            )
+        if not (0.0 <= self.ema < 1.0):
+            raise ConfigError(f"--ema must be in [0, 1) (0: no moving average), got {self.ema!r}")
+        if self.ema and self.preset != "book":
+            raise ConfigError("--ema needs --preset book (its validation evaluates the average)")
+        if not (0.0 <= self.weight_drop < 1.0):
+            raise ConfigError(f"--weight-drop must be in [0, 1), got {self.weight_drop!r}")
+        if self.weight_drop and self.cell != "lstm":
+            raise ConfigError("--weight-drop applies to LSTM layers only (--cell lstm)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
+        if self.patience is not None and (
+            not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience <= 0
+        ):
+            raise ConfigError(f"--patience must be a positive integer, got {self.patience!r}")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
+            raise ConfigError(f"--time-budget must be a positive number of minutes, got {self.time_budget!r}")
+        if self.carry_state and self.preset != "book":
+            raise ConfigError("--carry-state needs --preset book (hw4 trains on independent windows)")
 
     @property
     def name(self) -> str:

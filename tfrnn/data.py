@@ -8,6 +8,7 @@ fixed vocabulary ``' '``=0, ``'<unk>'``=1, ``a``=2 ... ``z``=27. That is exactly
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -150,13 +151,27 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Splits:
-    """tf.data pipelines of one preset, and how many windows each split holds."""
+    """tf.data pipelines of one preset and the size of each part.
+
+    ``hw4`` validates on windows (``val``). ``book`` keeps its validation and test parts as
+    token ids (``streams``): they are read as one sequence each, the state carried through
+    (``tfrnn.evaluate``), so ``val`` and ``test`` are None.
+    """
 
     train: object
-    val: object
+    val: object | None
     test: object | None
     sizes: dict[str, int]
+    #: what ``sizes`` counts: "windows" (hw4) or "characters" (book)
+    unit: str
+    #: training batches per epoch
     steps_per_epoch: int
+    streams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def unit_key(self) -> str:
+        """The key under which ``metrics.json`` records ``sizes``."""
+        return "windows" if self.unit == "windows" else "part_characters"
 
 
 def _windows(ids: np.ndarray, num_steps: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +252,30 @@ def book_parts(ids: np.ndarray, num_steps: int) -> dict[str, np.ndarray]:
     return parts
 
 
+def stream_batches_per_epoch(n: int, num_steps: int, batch_size: int) -> int:
+    """Batches per epoch when ``n`` training tokens are read as ``batch_size`` streams."""
+    return (n - num_steps - 1) // (batch_size * num_steps)
+
+
+def _stream_batches(train_ids, num_steps: int, batch_size: int, n_batches: int, offset):
+    """One epoch of carried-state batches starting at ``offset``.
+
+    The text from ``offset`` on is cut into ``batch_size`` contiguous streams; batch ``i``
+    holds characters ``i*T .. (i+1)*T`` of every stream, so row ``b`` of each batch continues
+    row ``b`` of the one before. Every offset gives the same number of batches.
+    """
+    import tensorflow as tf
+
+    length = n_batches * num_steps
+    starts = offset + tf.range(batch_size, dtype=tf.int64) * length
+    win = tf.gather(train_ids, starts[:, None] + tf.range(length + 1, dtype=tf.int64)[None, :])
+
+    def by_batch(part):  # (B, n_batches * T) -> (n_batches, B, T)
+        return tf.transpose(tf.reshape(part, [batch_size, n_batches, num_steps]), [1, 0, 2])
+
+    return tf.data.Dataset.from_tensor_slices((by_batch(win[:, :-1]), by_batch(win[:, 1:])))
+
+
 def make_splits(
     corpus: Corpus,
     preset: str,
@@ -244,16 +283,19 @@ def make_splits(
     batch_size: int,
     seed: int | None,
     eval_batch: int | None = None,
+    carry_state: bool = False,
 ) -> Splits:
     """Build the batched, shuffled (per epoch), prefetched pipelines of ``preset``.
 
-    Validation and test data come in batches of ``eval_batch`` windows (default
-    ``batch_size``; see ``eval_batch_size``): perplexity is a mean over all their tokens, so
-    the batching changes only the speed.
+    hw4 validation comes in batches of ``eval_batch`` windows (default ``batch_size``; see
+    ``eval_batch_size``): perplexity is a mean over all their tokens, so the batching
+    changes only the speed. ``carry_state`` (book): training batches continue each other
+    (``_stream_batches``) instead of holding independent shuffled windows.
     """
     import tensorflow as tf
 
     eval_batch = eval_batch or batch_size
+    streams: dict[str, np.ndarray] = {}
     if preset == "hw4":
         parts = hw4_windows(corpus.ids, num_steps)
         (xt, yt), (xv, yv) = parts["train"], parts["val"]
@@ -264,39 +306,54 @@ def make_splits(
             .batch(batch_size)
             .prefetch(2)
         )
-        sizes = {"train": len(xt), "val": len(xv)}
-        n_train = len(xt)
+        sizes, unit = {"train": len(xt), "val": len(xv)}, "windows"
+        steps = -(-len(xt) // batch_size)
         val, test = _eval_ds(xv, yv, eval_batch), None
     elif preset == "book":
         parts = book_parts(corpus.ids, num_steps)
+        n = len(parts["train"])
         train_ids = tf.constant(parts["train"])
-        # Each epoch starts its non-overlapping windows at a fresh random offset, and takes
-        # the same number of them whatever the offset (so Keras knows the epoch's length).
-        n_train = (len(parts["train"]) - num_steps) // num_steps
+        # Each epoch starts at a fresh random offset (its windows or streams shift).
         offsets = (
             tf.data.Dataset.range(num_steps)
             .shuffle(num_steps, seed=seed, reshuffle_each_iteration=True)
             .take(1)
         )
+        if carry_state:
+            steps = stream_batches_per_epoch(n, num_steps, batch_size)
+            if steps < 1:
+                raise DataError(
+                    f"text too short for carried-state training: its training part has {n:,} "
+                    f"characters, need at least {batch_size * num_steps + num_steps + 1:,} for "
+                    f"{batch_size} streams of {num_steps} steps (use a smaller --batch-size or "
+                    "--num-steps, or --no-carry-state)"
+                )
+            train = offsets.flat_map(
+                lambda offset: _stream_batches(train_ids, num_steps, batch_size, steps, offset)
+            ).apply(tf.data.experimental.assert_cardinality(steps))
+        else:
+            # Non-overlapping windows, the same number whatever the offset (so Keras knows
+            # the epoch's length), shuffled.
+            n_train = (n - num_steps) // num_steps
 
-        def windows_from(offset):
-            starts = offset + tf.range(n_train, dtype=tf.int64) * num_steps
-            idx = starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :]
-            win = tf.gather(train_ids, idx)
-            return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:]))
+            def windows_from(offset):
+                starts = offset + tf.range(n_train, dtype=tf.int64) * num_steps
+                idx = starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :]
+                win = tf.gather(train_ids, idx)
+                return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:]))
 
-        train = (
-            offsets.flat_map(windows_from)
-            .apply(tf.data.experimental.assert_cardinality(n_train))
-            .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-            .prefetch(2)
-        )
-        xv, yv = _windows(parts["val"], num_steps, stride=num_steps)
-        xs, ys = _windows(parts["test"], num_steps, stride=num_steps)
-        sizes = {"train": n_train, "val": len(xv), "test": len(xs)}
-        val, test = _eval_ds(xv, yv, eval_batch), _eval_ds(xs, ys, eval_batch)
+            train = (
+                offsets.flat_map(windows_from)
+                .apply(tf.data.experimental.assert_cardinality(n_train))
+                .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size)
+            )
+            steps = -(-n_train // batch_size)
+        train = train.prefetch(2)
+        sizes = {name: len(part) for name, part in parts.items()}
+        unit = "characters"
+        streams = {"val": parts["val"], "test": parts["test"]}
+        val = test = None
     else:
         raise DataError(f"unknown preset {preset!r}")
-    steps = -(-n_train // batch_size)
-    return Splits(_options(train), val, test, sizes, steps)
+    return Splits(_options(train), val, test, sizes, unit, steps, streams)

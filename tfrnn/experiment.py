@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 from pathlib import Path
@@ -32,6 +31,15 @@ def environment() -> dict:
     }
 
 
+def stop_reason(config: TrainConfig, history: list[dict]) -> str:
+    """Why training ended: "epochs", "time budget" or "early stopping"."""
+    if len(history) >= config.epochs:
+        return "epochs"
+    if config.time_budget and sum(r["epoch_seconds"] for r in history) >= 60 * config.time_budget:
+        return "time budget"
+    return "early stopping"
+
+
 def summarize(config: TrainConfig, history: list[dict], params: dict, extra: dict) -> dict:
     """The ``metrics.json`` of a finished run."""
     best = min(history, key=lambda row: row["val_perplexity"])
@@ -48,6 +56,7 @@ def summarize(config: TrainConfig, history: list[dict], params: dict, extra: dic
             ),
         },
         "epochs_run": len(history),
+        "stopped_by": stop_reason(config, history),
         "training_seconds": round(sum(seconds), 3),
         "median_epoch_seconds": round(statistics.median(seconds[1:] or seconds), 4),
         "final_train_perplexity": history[-1]["perplexity"],
@@ -88,7 +97,7 @@ def run_training(
     corpus, splits = load_data(config, data)
     log(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
-        + ", ".join(f"{k} {v:,} windows" for k, v in splits.sizes.items())
+        + ", ".join(f"{k} {v:,} {splits.unit}" for k, v in splits.sizes.items())
     )
     resumed = paths.begin(config.to_dict(), resume=resume)
     if resumed:
@@ -99,7 +108,16 @@ def run_training(
 
     try:
         result = fit(
-            config, splits, len(corpus.vocab), paths.partial, tensorboard, verbose, callbacks, strategy, xla
+            config,
+            splits,
+            len(corpus.vocab),
+            paths.partial,
+            tensorboard,
+            verbose,
+            callbacks,
+            strategy,
+            xla,
+            initial_weights=init_weights(config),
         )
     except TrainingDiverged:
         paths.discard()
@@ -107,12 +125,11 @@ def run_training(
     model = result.model
     history = read_history(result.history_csv)
     extra = {
-        "data": {"source": corpus.source, "characters": int(len(corpus.ids)), "windows": splits.sizes},
+        "data": {"source": corpus.source, "characters": int(len(corpus.ids)), splits.unit_key: splits.sizes},
         "test_perplexity": None,
     }
-    if splits.test is not None:
-        loss = model.evaluate(splits.test, verbose=0, return_dict=True)["loss"]
-        extra["test_perplexity"] = math.exp(loss)
+    if splits.streams:
+        extra.update(carried_figures(config, model, splits, len(corpus.vocab), log))
     extra["continuations"] = study_continuations(model, corpus.vocab)
     if strategy is not None:
         extra["strategy"] = {
@@ -120,6 +137,7 @@ def run_training(
             "replicas": strategy.num_replicas_in_sync,
         }
     metrics = summarize(config, history, parameter_counts(model), extra)
+    metrics.update(extra)  # the one-stream best validation figure replaces the per-epoch one
 
     work = paths.partial
     model.save(work / "model.keras")
@@ -138,6 +156,60 @@ def run_training(
     return metrics
 
 
+def carried_figures(config: TrainConfig, model, splits, vocab_size: int, log=print) -> dict:
+    """Best-epoch validation and test perplexity, each part read as one sequence."""
+    from tfrnn.evaluate import StreamScorer
+
+    log("evaluating: validation and test parts, each read as one sequence...")
+    scorer = StreamScorer(config, vocab_size, streams=1)
+    scorer.model.set_weights(model.get_weights())
+    return {
+        "evaluation": "each part read as one sequence from a zero state, the recurrent state "
+        "carried through (history.csv: the same with 8 parallel streams, each warmed up on the "
+        "256 characters before it)",
+        "best_val_perplexity": scorer.perplexity(splits.streams["val"]),
+        "test_perplexity": scorer.perplexity(splits.streams["test"]),
+    }
+
+
+def init_weights(config: TrainConfig) -> list | None:
+    """The weights of the run ``config.init_from`` names (None when it names none)."""
+    if not config.init_from:
+        return None
+    import keras
+
+    import tfrnn.train  # noqa: F401  (registers tfrnn's layers and metric)
+
+    return keras.saving.load_model(Path(config.init_from) / "model.keras").get_weights()
+
+
+#: The options that define a model's weights; ``--init-from`` takes them from its run.
+ARCHITECTURE = ("cell", "units", "layers", "embedding")
+
+
+def architecture_of(run_dir: Path, given: dict) -> dict:
+    """The architecture of the run in ``run_dir``; ``given`` options must agree with it."""
+    from tfrnn.errors import ConfigError
+    from tfrnn.rundir import read_metrics
+
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir, what="--init-from")
+    if not (run_dir / "model.keras").is_file():
+        raise ConfigError(f"--init-from {run_dir} has no model.keras: not a finished tfrnn run")
+    saved = {k: metrics["config"].get(k) for k in ARCHITECTURE}
+    clash = [
+        f"--{k} {given[k]} vs {saved[k]}"
+        for k in ARCHITECTURE
+        if given.get(k) is not None and given[k] != saved[k]
+    ]
+    if clash:
+        raise ConfigError(
+            f"--init-from {run_dir} fixes the architecture, and these options differ from it: "
+            f"{', '.join(clash)} (leave them out)"
+        )
+    return saved
+
+
 def load_data(config: TrainConfig, data: str | Path | None):
     """The corpus and ``config``'s pipelines, seeded first (shuffle seeds use the global seed)."""
     corpus = Corpus.load(data)
@@ -149,7 +221,13 @@ def load_data(config: TrainConfig, data: str | Path | None):
         config.batch_size, config.num_steps, max(config.units, config.embedding or 0)
     )
     return corpus, make_splits(
-        corpus, config.preset, config.num_steps, config.batch_size, config.seed, eval_batch
+        corpus,
+        config.preset,
+        config.num_steps,
+        config.batch_size,
+        config.seed,
+        eval_batch,
+        config.carry_state,
     )
 
 
@@ -162,8 +240,17 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, 
     paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
     corpus, splits = load_data(config, data)
     with tempfile.TemporaryDirectory(prefix="tfrnn-worker-") as tmp:
-        result = fit(config, splits, len(corpus.vocab), Path(tmp), None, verbose, None, strategy, xla)
+        result = fit(
+            config,
+            splits,
+            len(corpus.vocab),
+            Path(tmp),
+            None,
+            verbose,
+            None,
+            strategy,
+            xla,
+            init_weights(config),
+        )
         history = read_history(result.history_csv)
-        if splits.test is not None:  # evaluation is a collective: every worker takes part
-            result.model.evaluate(splits.test, verbose=0)
     return {"name": config.name, "worker": True, "final_val_perplexity": history[-1]["val_perplexity"]}

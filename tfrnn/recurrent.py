@@ -23,7 +23,7 @@ from keras import layers as kl
 
 
 def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """``x @ kernel + bias`` for a time-major ``(T, B, D)`` input, as one matrix product."""
+    """``x @ kernel + bias`` for a ``(T, B, D)`` (or ``(B, T, D)``) input, as one matrix product."""
     shape = tf.shape(x_tm)
     flat = tf.nn.bias_add(tf.matmul(tf.reshape(x_tm, [-1, shape[2]]), kernel), bias)
     return tf.reshape(flat, [shape[0], shape[1], -1])
@@ -113,3 +113,132 @@ class SimpleRNN(kl.SimpleRNN):
         last = hs[-1]
         outputs = tf.transpose(hs, [1, 0, 2]) if self.return_sequences else last[:, None]
         return last, outputs, [last]
+
+
+# --- LSTM: z = x W + b + h U; i, f, o = sigmoid(z_i, z_f, z_o), g = tanh(z_g);
+#     c = f c + i g; h = o tanh(c)  (Keras' gate order i, f, g, o)
+
+
+@tf.custom_gradient
+def _lstm_train(xp, h0, c0, rk):
+    """Unrolled LSTM over batch-major ``xp = x W + b`` ``(B, T, 4H)``; returns every ``h``
+    ``(B, T, H)`` and the last ``c``.
+
+    Its gradient runs one backward loop doing ``dz @ Uᵀ`` per step and leaves the weight
+    gradients to large products after the loop (``U``'s here, ``W``'s and the input's
+    through the projection outside), as cuDNN does.
+    """
+    h, c = h0, c0
+    hs, cs, gates, tcs = [], [], [], []
+    for x in tf.unstack(xp, axis=1):
+        i, f, g, o = tf.split(x + tf.matmul(h, rk), 4, axis=-1)
+        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        c = f * c + i * g
+        tc = tf.tanh(c)
+        h = o * tc
+        hs.append(h)
+        cs.append(c)
+        gates.append((i, f, g, o))
+        tcs.append(tc)
+
+    def grad(dhs, dc_last):
+        dhs = tf.unstack(dhs, axis=1)
+        dh_next = tf.zeros_like(h0)
+        dc_next = tf.zeros_like(c0) if dc_last is None else dc_last
+        dzs = [None] * len(hs)
+        for t in reversed(range(len(hs))):
+            i, f, g, o = gates[t]
+            tc = tcs[t]
+            dh = dhs[t] + dh_next
+            dc = dh * o * (1.0 - tc * tc) + dc_next
+            c_prev = cs[t - 1] if t else c0
+            dz = tf.concat(
+                [
+                    dc * g * i * (1.0 - i),
+                    dc * c_prev * f * (1.0 - f),
+                    dc * i * (1.0 - g * g),
+                    dh * tc * o * (1.0 - o),
+                ],
+                axis=-1,
+            )
+            dc_next = dc * f
+            dh_next = tf.matmul(dz, rk, transpose_b=True)
+            dzs[t] = dz
+        d_rk = tf.matmul(tf.concat([h0, *hs[:-1]], axis=0), tf.concat(dzs, axis=0), transpose_a=True)
+        return tf.stack(dzs, axis=1), dh_next, dc_next, d_rk
+
+    return (tf.stack(hs, axis=1), c), grad
+
+
+@keras.saving.register_keras_serializable(package="tfrnn")
+class LSTM(kl.LSTM):
+    """``keras.layers.LSTM`` whose CPU training path is ``_lstm_train`` (same weights and
+    configuration); inference and non-standard settings run Keras' own loop, GPUs cuDNN.
+
+    ``weight_drop``: DropConnect on the recurrent kernel during training (AWD-LSTM's
+    WeightDrop): one dropout mask on ``U`` per batch, shared by every step, so the
+    recurrence itself stays a plain LSTM and keeps the cuDNN kernel on a GPU.
+    """
+
+    def __init__(self, units, weight_drop: float = 0.0, **kwargs) -> None:
+        super().__init__(units, **kwargs)
+        self.weight_drop = float(weight_drop)
+        if self.weight_drop:
+            self.weight_drop_seed = keras.random.SeedGenerator()
+
+    def _fused_applies(self, sequences, mask, training) -> bool:
+        cell = self.cell
+        return (
+            training
+            and sequences.shape[-1] >= FUSED_LSTM_MIN_INPUT
+            and keras.backend.backend() == "tensorflow"
+            and sequences.shape[1] is not None
+            and mask is None
+            and not self.go_backwards
+            and not self.unroll
+            and not cell.dropout
+            and not cell.recurrent_dropout
+            and cell.use_bias
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and not tf.config.list_logical_devices("GPU")
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        dropped = training and self.weight_drop > 0
+        rk = tf.convert_to_tensor(cell.recurrent_kernel)
+        if dropped:
+            rk = keras.random.dropout(rk, self.weight_drop, seed=self.weight_drop_seed)
+        if self._fused_applies(sequences, mask, training):
+            h0, c0 = initial_state
+            hs, c = _lstm_train(_project(sequences, cell.kernel, cell.bias), h0, c0, rk)
+            last = hs[:, -1]
+            return last, hs if self.return_sequences else last[:, None], [last, c]
+        if not dropped:
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        # a GPU: cuDNN with the dropped kernel (Keras' own loop cannot take one)
+        return keras.src.backend.lstm(
+            sequences,
+            initial_state[0],
+            initial_state[1],
+            mask,
+            kernel=cell.kernel,
+            recurrent_kernel=rk,
+            bias=cell.bias,
+            activation=cell.activation,
+            recurrent_activation=cell.recurrent_activation,
+            return_sequences=self.return_sequences,
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight_drop": self.weight_drop}
+
+
+#: ``_lstm_train`` trains LSTM layers whose input is at least this wide: there the input
+#: projection, moved out of the loop into one large product, is a good part of the work
+#: (an embedding or a layer below). One-hot input (28, the study's models) is left to
+#: Keras' loop, which is as fast there and keeps the study's numbers bit for bit.
+FUSED_LSTM_MIN_INPUT = 64

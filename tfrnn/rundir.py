@@ -16,6 +16,11 @@ from pathlib import Path
 from tfrnn.errors import ConfigError, TfrnnError
 
 DEFAULT_ROOT = Path("saved_models")
+#: Files a run keeps in its partial folder while it trains, removed when it is committed:
+#: Keras' BackupAndRestore state, the best epoch's weights, the finished training's weights.
+BACKUP_DIR = "backup"
+BEST_WEIGHTS = "best.weights.h5"
+TRAINED_WEIGHTS = "trained.weights.h5"
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,9 @@ class RunPaths:
 
     def commit(self) -> Path:
         """Move the finished partial folder into place, replacing an older run atomically."""
-        shutil.rmtree(self.partial / "backup", ignore_errors=True)
+        shutil.rmtree(self.partial / BACKUP_DIR, ignore_errors=True)
+        for name in (BEST_WEIGHTS, TRAINED_WEIGHTS):
+            (self.partial / name).unlink(missing_ok=True)
         self.config_file.unlink(missing_ok=True)
         old = self.final.parent / f".{self.final.name}.old"
         if self.final.exists():
@@ -84,6 +91,27 @@ class RunPaths:
         self.partial.rename(self.final)
         shutil.rmtree(old, ignore_errors=True)
         return self.final
+
+
+def read_metrics(run_dir: Path, what: str = "") -> dict:
+    """The ``metrics.json`` of a finished run folder, or a one-line error saying it is not one.
+
+    ``what`` names the option or argument that gave the folder, for the message.
+    """
+    run_dir = Path(run_dir)
+    label = f"{what} {run_dir}" if what else str(run_dir)
+    metrics_file = run_dir / "metrics.json"
+    if not run_dir.is_dir():
+        raise TfrnnError(f"{label} is not a folder")
+    if not metrics_file.is_file():
+        raise TfrnnError(f"{label} is not a tfrnn run folder (no metrics.json)")
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise TfrnnError(f"{metrics_file} is not valid JSON: the run folder is damaged") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
+        raise TfrnnError(f"{metrics_file} holds no run configuration: the run folder is damaged")
+    return metrics
 
 
 def read_history(path: Path) -> list[dict]:

@@ -11,8 +11,9 @@ import keras
 
 from tfrnn.config import TrainConfig, xla_setting
 from tfrnn.data import Splits
-from tfrnn.errors import TrainingDiverged
+from tfrnn.errors import ConfigError, TrainingDiverged
 from tfrnn.models import build_model
+from tfrnn.rundir import BACKUP_DIR, BEST_WEIGHTS, TRAINED_WEIGHTS, read_history
 
 
 @keras.saving.register_keras_serializable(package="tfrnn")
@@ -46,34 +47,70 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Raise ``TrainingDiverged`` once a training or validation loss or perplexity is not finite.
+    """Raise ``TrainingDiverged`` once an epoch's training or validation loss is not finite.
 
-    Raising (rather than only stopping) keeps the last good epoch's backup intact.
+    Checked at the end of each epoch (a NaN in any batch makes the epoch's mean NaN), before
+    the backup is written: raising keeps the last good epoch's backup intact, and no
+    per-batch Python callback slows Keras' asynchronous training loop.
     """
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def _check(self, logs, where: str) -> None:
-        for key in ("loss", "perplexity"):
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "perplexity", "val_loss", "val_perplexity"):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
+                where = "validation" if key.startswith("val_") else "training"
                 raise TrainingDiverged(
-                    f"{where} {key} became {float(value)} in epoch {self._epoch + 1}: "
+                    f"{where} {key.removeprefix('val_')} became {float(value)} in epoch {epoch + 1}: "
                     "training stopped; try a lower --lr or a smaller --clip"
                 )
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._check(logs, f"training (batch {batch + 1})")
 
-    def on_test_end(self, logs=None):
-        self._check(logs, "validation")
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch that brings the training time past ``minutes``.
+
+    Needs ``epoch_seconds`` in the logs (``EpochTimer`` before it); ``spent`` seconds of an
+    interrupted run's earlier epochs count too.
+    """
+
+    def __init__(self, minutes: float, spent: float = 0.0) -> None:
+        super().__init__()
+        self.budget, self.spent = 60.0 * minutes, spent
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.spent += float((logs or {}).get("epoch_seconds", 0.0))
+        if self.spent >= self.budget:
+            self.model.stop_training = True
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    """Plain SGD (the study) or Adam, with clipping by the global norm of all gradients."""
-    cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[config.optimizer]
-    return cls(learning_rate=config.lr, global_clipnorm=config.clip or None)
+def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """SGD (the study), Adam or AdamW, clipped by the global norm of all gradients.
+
+    ``schedule="cosine"``: a linear warm-up over the first epoch, then cosine decay to zero
+    at the last step of ``config.epochs`` (``steps_per_epoch`` batches each). Weight decay
+    (decoupled, as AdamW) spares the biases. ``config.ema``: the optimizer also keeps an
+    exponential moving average of the weights, which validation evaluates and keeps.
+    """
+    lr = config.lr
+    if config.schedule == "cosine":
+        total = max(2, config.epochs * steps_per_epoch)
+        warmup = min(steps_per_epoch, total // 2)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=total - warmup,
+            alpha=0.0,
+            warmup_target=config.lr,
+            warmup_steps=warmup,
+        )
+    cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
+    kwargs = (
+        {"weight_decay": config.weight_decay} if config.weight_decay or config.optimizer == "adamw" else {}
+    )
+    if config.ema:
+        kwargs.update(use_ema=True, ema_momentum=config.ema)
+    optimizer = cls[config.optimizer](learning_rate=lr, global_clipnorm=config.clip or None, **kwargs)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
 
 
 #: ``auto`` compiles with XLA up to this layer width and sequence length, for runs long
@@ -107,27 +144,80 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     )
 
 
-def compile_model(config: TrainConfig, vocab_size: int, xla: str | None = None) -> keras.Model:
+def compile_model(
+    config: TrainConfig,
+    vocab_size: int,
+    xla: str | None = None,
+    steps_per_epoch: int = 1,
+    stateful_batch: int | None = None,
+) -> keras.Model:
     """Build and compile the model of ``config`` (seeded when ``config.seed`` is set).
 
     ``xla``: ``auto``, ``on`` or ``off`` (default ``$TFRNN_XLA``, else auto): see ``use_xla``.
+    ``steps_per_epoch`` sizes the learning-rate schedule; ``stateful_batch`` makes the model
+    carry its state between batches of that many streams (``build_model``).
     """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    model = build_model(config, vocab_size)
+    model = build_model(config, vocab_size, stateful_batch=stateful_batch)
+    _compile(model, config, steps_per_epoch, use_xla(config, xla))
+    return model
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int, jit: bool = False) -> None:
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[Perplexity()],
-        jit_compile=use_xla(config, xla),
+        jit_compile=jit,
     )
+
+
+def _trained_model(config: TrainConfig, vocab_size: int, steps_per_epoch: int, weights) -> keras.Model:
+    """A stateless model outside any strategy holding ``weights`` (a list or a weights file),
+    compiled as for training, with a fresh optimizer."""
+    model = build_model(config, vocab_size)
+    if isinstance(weights, Path):
+        model.load_weights(str(weights))
+    else:
+        model.set_weights(weights)
+    _compile(model, config, steps_per_epoch)
+    model.optimizer.build(model.trainable_variables)  # saved whole, so it loads without warnings
     return model
 
 
 @dataclass
 class FitResult:
+    #: the trained model, holding the best epoch's weights when validation picked one
     model: keras.Model
     history_csv: Path
+
+
+class EpochDropoutSeeds(keras.callbacks.Callback):
+    """Starts each epoch's dropout masks from (layer seed, epoch number).
+
+    Keras' dropout draws from a counter that only grows; a resumed run would restart it.
+    Set per epoch, a resumed run draws the masks an uninterrupted one would.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for layer in self.model.layers:
+            for name in ("seed_generator", "weight_drop_seed"):  # Dropout, tfrnn's LSTM
+                generator = getattr(layer, name, None)
+                if isinstance(generator, keras.random.SeedGenerator):
+                    state = generator.state
+                    seed = keras.ops.convert_to_numpy(state.value)[0]
+                    state.assign(keras.ops.convert_to_tensor([seed, epoch << 20], dtype=state.dtype))
+
+
+def best_weights_file(workdir: Path) -> Path:
+    """The weights of the best validation epoch so far (``keeps_best_epoch`` runs)."""
+    return workdir / BEST_WEIGHTS
+
+
+def trained_weights_file(workdir: Path) -> Path:
+    """The weights a finished ``fit`` returned; a resumed run finds training already done."""
+    return workdir / TRAINED_WEIGHTS
 
 
 def fit(
@@ -140,32 +230,90 @@ def fit(
     extra_callbacks: list | None = None,
     strategy=None,
     xla: str | None = None,
+    initial_weights: list | None = None,
 ) -> FitResult:
     """Train ``config`` on ``splits``, logging each epoch to ``workdir/history.csv``.
 
     ``workdir/backup`` holds Keras ``BackupAndRestore`` state: a run interrupted after
-    epoch k and started again with the same ``workdir`` continues at epoch k + 1.
-    With a ``tf.distribute`` ``strategy`` the model is built in its scope: Keras splits
-    each global batch across the replicas and aggregates the metrics.
+    epoch k and started again with the same ``workdir`` continues at epoch k + 1; one
+    interrupted after training returns its trained weights at once.
+    ``workdir/best.weights.h5`` holds the weights of the epoch with the lowest validation
+    loss so far. The returned model is a stateless one holding them
+    (``keeps_best_epoch``), or the last epoch's (hw4, as the study). With a
+    ``tf.distribute`` ``strategy`` the model is built in its scope: Keras splits each
+    global batch across the replicas and aggregates the metrics; a carried-state model
+    keeps one state per stream on each replica.
+    ``initial_weights``: start from these (fine-tuning) instead of a fresh initialisation.
     """
     import tensorflow as tf
 
+    from tfrnn.evaluate import (
+        VALIDATION_BURN_IN,
+        VALIDATION_STREAMS,
+        CarriedValidation,
+        ResetStates,
+        StreamScorer,
+    )
+
     workdir.mkdir(parents=True, exist_ok=True)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        model = compile_model(config, vocab_size, xla)
-    if strategy is not None:
+    history_csv = workdir / "history.csv"
+    trained = trained_weights_file(workdir)
+    if trained.is_file():  # interrupted after training (export, profiling): nothing to redo
+        final = _trained_model(config, vocab_size, splits.steps_per_epoch, trained)
+        return FitResult(model=final, history_csv=history_csv)
+    strategy = strategy or tf.distribute.get_strategy()
+    stateful_batch = None
+    if config.carry_state:
+        replicas = strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas "
+                "to carry the state of each stream"
+            )
+        stateful_batch = config.batch_size // replicas
+    with strategy.scope():
+        model = compile_model(config, vocab_size, xla, splits.steps_per_epoch, stateful_batch)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+    if strategy is not tf.distribute.get_strategy():
         from tfrnn.distribute import is_multi_worker, prepare_multi_worker
 
         if is_multi_worker(strategy):
             prepare_multi_worker(model, next(iter(splits.train)))
-    history_csv = workdir / "history.csv"
-    callbacks = [
+    done = read_history(history_csv) if history_csv.is_file() else []
+    callbacks: list = []
+    scorer = None
+    best = best_weights_file(workdir)
+    if "val" in splits.streams:
+        scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
+        best_so_far = min((r["val_loss"] for r in done), default=math.inf) if best.is_file() else math.inf
+        keep = best if keeps_best_epoch(config) else None
+        callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, best_so_far))
+    if stateful_batch:
+        callbacks.append(ResetStates())
+    callbacks += [
         StopOnNaN(),
         EpochTimer(),
         # The CSV row is written before the backup, so a crash between the two at worst
         # repeats an epoch (the repeated row is dropped when the run folder is written).
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+    ]
+    if config.time_budget:
+        callbacks.append(TimeBudget(config.time_budget, sum(r["epoch_seconds"] for r in done)))
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
+        )
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=1, min_lr=config.lr / 64
+            )
+        )
+    callbacks += [
+        # kept after training: the run folder's commit removes it (tfrnn.rundir)
+        keras.callbacks.BackupAndRestore(str(workdir / BACKUP_DIR), delete_checkpoint=False),
+        EpochDropoutSeeds(),
         *(extra_callbacks or []),
     ]
     if tensorboard is not None:
@@ -178,4 +326,13 @@ def fit(
         callbacks=callbacks,
         verbose=verbose,
     )
-    return FitResult(model=model, history_csv=history_csv)
+    weights = best if keeps_best_epoch(config) and best.is_file() else model.get_weights()
+    final = _trained_model(config, vocab_size, splits.steps_per_epoch, weights)
+    final.save_weights(str(trained))
+    return FitResult(model=final, history_csv=history_csv)
+
+
+def keeps_best_epoch(config: TrainConfig) -> bool:
+    """Whether a run keeps its best epoch's weights (book, whose validation saves them) or
+    its last (hw4, as the study)."""
+    return config.preset == "book"

@@ -1,0 +1,263 @@
+"""Whole-text models (book preset): carried-state evaluation and training, best epoch,
+time budget, resume, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_fit import read_csv
+
+#: A small, fast book model: 16 streams of 50 steps, 3 epochs.
+SMALL_BOOK = ["--preset", "book", "--cell", "lstm", "--units", 16, "--layers", 1, "--embedding", 8]
+SMALL_BOOK += ["--batch-size", 16, "--num-steps", 50, "--no-profile", "-q"]
+
+
+@pytest.fixture(scope="session")
+def book_run(tmp_path_factory, book):
+    out = tmp_path_factory.mktemp("book") / "run"
+    result = run_cli("fit", *SMALL_BOOK, "--epochs", 3, "--out", out)
+    assert result.exit_code == 0, result.output
+    return {"dir": out, "output": result.output, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def parts(book):
+    from tfrnn.data import Corpus, book_parts
+
+    return book_parts(Corpus.load(book).ids, 50)
+
+
+def reference_cross_entropy(model, ids: np.ndarray) -> float:
+    """Mean cross-entropy of ids[1:] read one character at a time through the model's cells,
+    the state carried by hand: the definition the carried-state evaluation must meet."""
+    import tensorflow as tf
+
+    from tfrnn.models import recurrent_layers
+
+    names = [layer.name for layer in model.layers]
+    embed = model.get_layer("embedding" if "embedding" in names else "one_hot")
+    cells = [layer.cell for layer in recurrent_layers(model)]
+    dense = model.get_layer("logits")
+    states = [[tf.zeros([1, s]) for s in np.atleast_1d(cell.state_size)] for cell in cells]
+
+    @tf.function
+    def step(token, states):
+        x = embed(token[None, None])[:, 0]
+        new = []
+        for cell, state in zip(cells, states):
+            x, state = cell(x, state, training=False)
+            new.append(list(state))
+        return tf.nn.log_softmax(dense(x))[0], new
+
+    total = 0.0
+    for t in range(len(ids) - 1):
+        logp, states = step(tf.constant(ids[t]), states)
+        total -= float(logp[ids[t + 1]])
+    return total / (len(ids) - 1)
+
+
+def test_stream_layout_counts_every_prediction_once():
+    from tfrnn.evaluate import stream_layout
+
+    for n, streams, burn_in in ((1, 1, 0), (10, 3, 4), (1000, 8, 256), (17, 17, 5), (5, 8, 2)):
+        index, weight = stream_layout(n, streams, burn_in)
+        counted = index[weight > 0]
+        assert sorted(counted.tolist()) == list(range(n))  # each prediction exactly once
+        for row, w in zip(index, weight):
+            read = row[row >= 0]
+            assert (np.diff(read) == 1).all()  # each stream reads a contiguous stretch
+            if w.any():  # and reads at most burn_in uncounted characters before its own
+                assert np.argmax(w > 0) <= burn_in
+    index, weight = stream_layout(100, 1, 0)
+    assert index.tolist() == [list(range(100))] and weight.all()
+
+
+def test_carried_evaluation_equals_a_one_stream_reference_loop(book_run, parts):
+    import keras
+
+    import tfrnn.train  # noqa: F401
+    from tfrnn.config import TrainConfig
+    from tfrnn.evaluate import StreamScorer
+
+    model = keras.saving.load_model(book_run["dir"] / "model.keras")
+    config = TrainConfig(**book_run["metrics"]["config"])
+    ids = parts["test"][:300]
+    expected = reference_cross_entropy(model, ids)
+    # chunks of 64 steps: the state must cross the chunk boundaries unchanged
+    scorer = StreamScorer(config, 28, streams=1, chunk=64)
+    assert scorer.cross_entropy(ids, model) == pytest.approx(expected, rel=1e-5)
+    # several streams without a burn-in start from zero states: a different figure
+    assert StreamScorer(config, 28, streams=4).cross_entropy(ids, model) != pytest.approx(expected, rel=1e-5)
+
+
+def test_book_run_reports_one_sequence_figures_of_its_best_epoch(book_run, parts, tmp_path):
+    import keras
+
+    import tfrnn.train  # noqa: F401
+    from tfrnn.config import TrainConfig
+    from tfrnn.evaluate import VALIDATION_BURN_IN, VALIDATION_STREAMS, StreamScorer
+
+    m, out = book_run["metrics"], book_run["dir"]
+    history = read_csv(out / "history.csv")
+    assert m["config"]["carry_state"] and m["stopped_by"] == "epochs" and m["epochs_run"] == 3
+    best = min(history, key=lambda r: r["val_loss"])
+    assert m["best_epoch"] == best["epoch"]
+    model = keras.saving.load_model(out / "model.keras")
+    config = TrainConfig(**m["config"])
+    # the exported weights are the best epoch's: the per-epoch validation figure reappears
+    streams = StreamScorer(config, 28, VALIDATION_STREAMS, VALIDATION_BURN_IN)
+    assert streams.cross_entropy(parts["val"], model) == pytest.approx(best["val_loss"], rel=1e-5)
+    # ... and the parallel streams stay within 0.5% of reading the part as one sequence
+    assert best["val_perplexity"] == pytest.approx(m["best_val_perplexity"], rel=5e-3)
+    one = StreamScorer(config, 28, streams=1)
+    assert one.perplexity(parts["val"], model) == pytest.approx(m["best_val_perplexity"], rel=1e-6)
+    assert one.perplexity(parts["test"], model) == pytest.approx(m["test_perplexity"], rel=1e-6)
+    # `tfrnn score` on the test part, read whole from one state, gives the same figure
+    from tfrnn.data import Vocab
+
+    text = tmp_path / "test_part.txt"
+    text.write_text(Vocab().decode(parts["test"]))
+    result = run_cli("score", out, "--text-file", text)
+    assert result.exit_code == 0, result.output
+    assert f"perplexity {m['test_perplexity']:.3f}" in result.output
+    assert f"{len(parts['test']) - 1:,} characters in 1 text(s)" in result.output
+    assert f"test perplexity {m['test_perplexity']:.3f}" in book_run["output"]
+
+
+def test_carried_state_batches_continue_each_other(book):
+    from tfrnn.data import Corpus, make_splits
+
+    corpus = Corpus.load(book)
+    splits = make_splits(corpus, "book", num_steps=50, batch_size=16, seed=0, carry_state=True)
+    train = corpus.ids[: splits.sizes["train"]]
+    epochs = [[(x.numpy(), y.numpy()) for x, y in splits.train] for _ in range(2)]
+    assert len(epochs[0]) == len(epochs[1]) == splits.steps_per_epoch
+    for batches in epochs:
+        x0 = batches[0][0]
+        starts = [
+            int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(train, 50) == row, 1))[0])
+            for row in x0[:2]
+        ]
+        for i, (x, y) in enumerate(batches):
+            assert x.shape == (16, 50) and (x[:, 1:] == y[:, :-1]).all()
+            for b, start in enumerate(starts):  # row b continues where it stopped
+                assert (x[b] == train[start + 50 * i : start + 50 * (i + 1)]).all()
+        assert starts[1] - starts[0] == 50 * splits.steps_per_epoch  # streams are contiguous slices
+    assert epochs[0][0][0][0].tolist() != epochs[1][0][0][0].tolist()  # a new offset each epoch
+
+
+def test_resumed_carried_state_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from tfrnn import train
+
+    args = ["fit", *SMALL_BOOK, "--epochs", 3]
+    whole = run_cli(*args, "--out", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
+    original = train.EpochTimer.on_epoch_begin
+
+    def interrupt_in_epoch_3(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_3)
+    assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    resumed = run_cli(*args, "--out", tmp_path / "split", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    a, b = (read_csv(tmp_path / name / "history.csv") for name in ("whole", "split"))
+    for row_a, row_b in zip(a[:2], b[:2]):  # the interrupted run's epochs are kept as they were
+        assert (row_a["loss"], row_a["val_loss"]) == (row_b["loss"], row_b["val_loss"])
+    # the resumed epoch continues from the saved weights, optimizer, schedule and dropout
+    # seeds: equal within float noise (a restart from scratch or a lost optimizer state
+    # would move it by percents)
+    for key in ("loss", "val_loss"):
+        assert a[2][key] == pytest.approx(b[2][key], rel=1e-3)
+    ma, mb = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("whole", "split"))
+    assert ma["test_perplexity"] == pytest.approx(mb["test_perplexity"], rel=1e-3)
+
+
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
+    out = tmp_path / "budget"
+    result = run_cli("fit", *SMALL_BOOK, "--epochs", 5, "--time-budget", 0.001, "--out", out)
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and m["stopped_by"] == "time budget"
+    assert "stopped by the time budget" in result.output
+
+
+def test_init_from_starts_from_the_runs_weights(book_run, tmp_path):
+    import keras
+
+    import tfrnn.train  # noqa: F401
+
+    other = tmp_path / "other.txt"
+    other.write_text("the quick brown fox jumps over the lazy dog " * 800)
+    out = tmp_path / "tuned"
+    # a learning rate of ~0: the fine-tuned weights are the source run's
+    result = run_cli(
+        "fit",
+        "--preset",
+        "book",
+        "--init-from",
+        book_run["dir"],
+        "--data",
+        other,
+        "--epochs",
+        1,
+        "--lr",
+        1e-12,
+        "--optimizer",
+        "adam",
+        "--batch-size",
+        16,
+        "--num-steps",
+        50,
+        "--out",
+        out,
+        "--no-profile",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["init_from"] == str(book_run["dir"])
+    assert (m["config"]["cell"], m["config"]["units"], m["config"]["embedding"]) == ("lstm", 16, 8)
+    source = keras.saving.load_model(book_run["dir"] / "model.keras").get_weights()
+    tuned = keras.saving.load_model(out / "model.keras").get_weights()
+    for a, b in zip(source, tuned, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_init_from_errors_are_one_line(book_run, tmp_path):
+    conflict = run_cli("fit", "--preset", "book", "--init-from", book_run["dir"], "--units", 32)
+    assert conflict.exit_code == 1 and "--units 32 vs 16" in conflict.stderr
+    assert "Traceback" not in conflict.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_run = run_cli("fit", "--preset", "book", "--init-from", empty)
+    assert not_run.exit_code == 1 and "not a tfrnn run folder" in not_run.stderr
+    missing = run_cli("fit", "--preset", "book", "--init-from", tmp_path / "nope")
+    assert missing.exit_code == 1 and "is not a folder" in missing.stderr
+    assert not (tmp_path / "saved_models").exists()
+
+
+def test_book_defaults_are_the_measured_best():
+    from tfrnn.config import TrainConfig
+
+    config = TrainConfig.resolve("book")
+    assert config.carry_state and config.dropout_at == "all" and config.schedule == "cosine"
+    assert config.optimizer == "adamw" and config.weight_decay > 0
+    assert TrainConfig.resolve("book", optimizer="sgd").weight_decay == 0
+    hw4 = TrainConfig.resolve("hw4")
+    assert (hw4.cell, hw4.units, hw4.layers, hw4.carry_state, hw4.schedule) == (
+        "gru",
+        32,
+        1,
+        False,
+        "constant",
+    )
+    assert not math.isnan(config.lr)

@@ -1,0 +1,143 @@
+"""Perplexity as language models are evaluated: a held-out text read as one sequence.
+
+The recurrent state is carried from chunk to chunk through the whole text, so every
+character is predicted from everything before it (not from a zero state at each window).
+
+``StreamScorer`` reads the text as ``streams`` parallel rows of a stateful copy of the
+model. With one stream that is exactly the one-sequence figure (``tfrnn score`` on the same
+text gives it too). With several, stream ``s`` covers its own slice of the text but starts
+reading ``burn_in`` characters before it, uncounted, so its state is warm when its slice
+begins: the figure then stays within a small fraction of a percent of the one-stream one
+(``tests/test_evaluate.py``) at a fraction of the time, which is how validation runs after
+every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfrnn.config import TrainConfig
+from tfrnn.models import build_model, reset_states
+
+#: Per-epoch validation: parallel streams, and the uncounted characters each reads first.
+VALIDATION_STREAMS = 8
+VALIDATION_BURN_IN = 256
+#: Characters per stream read in one call (the state is carried between calls).
+CHUNK = 1024
+
+
+def stream_layout(n: int, streams: int, burn_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each stream reads, and which of its positions count, for ``n`` predictions.
+
+    Returns ``index`` ``(streams, R)``: the position of the text each row reads at each step
+    (-1 past the end), and ``weight`` ``(streams, R)``: 1 where that prediction counts.
+    Every counted position is counted exactly once.
+    """
+    streams = max(1, min(streams, n))
+    span = -(-n // streams)  # counted positions per stream
+    first = np.arange(streams) * span  # first counted position of each stream
+    start = np.maximum(first - burn_in, 0)  # where each stream starts reading
+    width = span + int((first - start).max())
+    index = start[:, None] + np.arange(width)[None, :]
+    weight = (index >= first[:, None]) & (index < np.minimum(first + span, n)[:, None])
+    index = np.where(index < n, index, -1)
+    return index, weight.astype(np.float32)
+
+
+class StreamScorer:
+    """Mean cross-entropy of a text under a model's weights, the state carried through it."""
+
+    def __init__(
+        self, config: TrainConfig, vocab_size: int, streams: int = 1, burn_in: int = 0, chunk: int = CHUNK
+    ) -> None:
+        import tensorflow as tf
+
+        self.streams, self.burn_in, self.chunk = streams, burn_in, chunk
+        # Its own model (build it outside any tf.distribute strategy): weights are copied in.
+        self.model = build_model(config, vocab_size, stateful_batch=streams)
+
+        @tf.function(reduce_retracing=True)
+        def chunk_sum(x, y, w):
+            logits = self.model(x, training=False)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
+            return tf.reduce_sum(tf.cast(ce * w, tf.float64))
+
+        self._chunk_sum = chunk_sum
+
+    def take_weights(self, model: keras.Model) -> None:
+        """Evaluate with ``model``'s weights (a model of the same configuration, stateful or
+        not, trained under any strategy), or with their moving average when its optimizer
+        keeps one (``use_ema``)."""
+        optimizer = getattr(model, "optimizer", None)
+        if getattr(optimizer, "use_ema", False) and getattr(optimizer, "built", False):
+            average = optimizer._model_variables_moving_average  # in trainable_variables' order
+            for mine, value in zip(self.model.trainable_variables, average, strict=True):
+                mine.assign(keras.ops.convert_to_numpy(value))
+        else:
+            self.model.set_weights(model.get_weights())
+
+    def cross_entropy(self, ids: np.ndarray, weights_of: keras.Model | None = None) -> float:
+        """Mean nats per predicted character of ``ids`` (``ids[1:]`` predicted from the past).
+
+        ``weights_of``: take that model's weights first (``take_weights``); default: the
+        weights already loaded.
+        """
+        if weights_of is not None:
+            self.take_weights(weights_of)
+        ids = np.asarray(ids, np.int32)
+        n = len(ids) - 1
+        if n < 1:
+            raise ValueError("a text of at least two characters is needed to predict one")
+        index, weight = stream_layout(n, self.streams, self.burn_in)
+        rows = len(index)
+        if rows < self.streams:  # fewer predictions than streams: pad with uncounted rows
+            pad = self.streams - rows
+            index = np.vstack([index, np.full((pad, index.shape[1]), -1)])
+            weight = np.vstack([weight, np.zeros((pad, index.shape[1]), np.float32)])
+        safe = np.maximum(index, 0)
+        x, y = ids[:-1][safe], ids[1:][safe]
+        reset_states(self.model)
+        total = 0.0
+        for t in range(0, index.shape[1], self.chunk):
+            cols = slice(t, t + self.chunk)
+            total += float(self._chunk_sum(x[:, cols], y[:, cols], weight[:, cols]))
+        reset_states(self.model)
+        return total / float(weight.sum())
+
+    def perplexity(self, ids: np.ndarray, weights_of: keras.Model | None = None) -> float:
+        return math.exp(self.cross_entropy(ids, weights_of))
+
+
+class CarriedValidation(keras.callbacks.Callback):
+    """Sets ``val_loss`` and ``val_perplexity`` at each epoch's end from ``scorer`` on ``ids``,
+    and saves the weights it evaluated to ``best_file`` whenever they beat ``best``.
+
+    Put it first among the callbacks: the others (CSV log, early stopping, learning-rate
+    schedule, Keras Tuner) read the figures it writes into the epoch's logs.
+    """
+
+    def __init__(
+        self, scorer: StreamScorer, ids: np.ndarray, best_file: Path | None = None, best: float = math.inf
+    ) -> None:
+        super().__init__()
+        self.scorer, self.ids, self.best_file, self.best = scorer, ids, best_file, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        ce = self.scorer.cross_entropy(self.ids, self.model)
+        if logs is not None:
+            logs["val_loss"] = ce
+            logs["val_perplexity"] = math.exp(ce) if ce < 700 else math.inf
+        if self.best_file is not None and ce < self.best:
+            self.best = ce
+            self.scorer.model.save_weights(str(self.best_file))
+
+
+class ResetStates(keras.callbacks.Callback):
+    """Zeroes a stateful model's carried state at the start of every epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        reset_states(self.model)
