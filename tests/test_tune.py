@@ -166,3 +166,18 @@ def test_a_project_from_another_space_is_refused(tmp_path):
     assert result.exit_code == 0, result.output
     other = run_cli("tune", *TINY, "--units", "8-16", "--directory", tmp_path / "t")
     assert_one_line_error(other, "different search space")
+
+
+def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
+    args = ["--preset", "book", "--tuner", "random", "--max-trials", 2, "--epochs", 1, "--cells", "lstm"]
+    args += ["--units", "8-16", "--layers", "1-1", "--time-budget", 5, "-q"]
+    result = run_cli("tune", *args, "--directory", tmp_path / "tuning", "--out", tmp_path / "best")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "tuning" / "tfrnn" / "results.json").read_text())
+    assert len(rows) == 2 and all(r["status"] == "completed" and r["val_perplexity"] for r in rows)
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert metrics["config"]["carry_state"] and metrics["test_perplexity"] is not None
+    # the retrained winner's validation (the same 8 carried streams) is the trial's figure
+    winner = min(rows, key=lambda r: r["val_perplexity"])
+    history = json.loads(json.dumps(metrics))["final_val_perplexity"]
+    assert history == pytest.approx(winner["val_perplexity"], rel=1e-3)

@@ -715,6 +715,14 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 )
 @click.option("--overwrite", is_flag=True, help="Start the project over instead of resuming it.")
 @click.option(
+    "--time-budget",
+    type=float,
+    default=None,
+    metavar="MINUTES",
+    help="Stop each trial after the epoch that brings its training time past MINUTES.  "
+    "[default: no limit]",
+)
+@click.option(
     "--final-epochs",
     type=int,
     default=None,
@@ -758,6 +766,7 @@ def tune(
     directory,
     project,
     overwrite,
+    time_budget,
     final_epochs,
     out,
     seed,
@@ -809,7 +818,9 @@ def tune(
         preset, epochs=epochs, seed=seed, units=max([*space.unit_choices, *space.embeddings])
     )
     corpus, splits = load_data(base, data)
-    hypermodel = CharLMHyperModel(space, preset, len(corpus.vocab), epochs=epochs, seed=seed)
+    hypermodel = CharLMHyperModel(
+        space, preset, splits, len(corpus.vocab), epochs=epochs, seed=seed, time_budget=time_budget
+    )
     tuner = make_tuner(
         tuner_kind,
         hypermodel,

@@ -194,11 +194,17 @@ class FitResult:
 
 
 class EpochDropoutSeeds(keras.callbacks.Callback):
-    """Starts each epoch's dropout masks from (layer seed, epoch number).
+    """Sets each dropout seed's counter to where an uninterrupted run has it at each epoch.
 
-    Keras' dropout draws from a counter that only grows; a resumed run would restart it.
-    Set per epoch, a resumed run draws the masks an uninterrupted one would.
+    Keras' dropout draws from (layer seed, counter), the counter growing by one per
+    training batch; a resumed run would restart it at 0. Set to epoch x batches per epoch
+    at each epoch's start, a resumed run draws the masks an uninterrupted one would, and
+    an uninterrupted run is unchanged.
     """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         for layer in self.model.layers:
@@ -207,7 +213,8 @@ class EpochDropoutSeeds(keras.callbacks.Callback):
                 if isinstance(generator, keras.random.SeedGenerator):
                     state = generator.state
                     seed = keras.ops.convert_to_numpy(state.value)[0]
-                    state.assign(keras.ops.convert_to_tensor([seed, epoch << 20], dtype=state.dtype))
+                    counter = epoch * self.steps_per_epoch
+                    state.assign(keras.ops.convert_to_tensor([seed, counter], dtype=state.dtype))
 
 
 def best_weights_file(workdir: Path) -> Path:
@@ -247,14 +254,6 @@ def fit(
     """
     import tensorflow as tf
 
-    from tfrnn.evaluate import (
-        VALIDATION_BURN_IN,
-        VALIDATION_STREAMS,
-        CarriedValidation,
-        ResetStates,
-        StreamScorer,
-    )
-
     workdir.mkdir(parents=True, exist_ok=True)
     history_csv = workdir / "history.csv"
     trained = trained_weights_file(workdir)
@@ -262,17 +261,9 @@ def fit(
         final = _trained_model(config, vocab_size, splits.steps_per_epoch, trained)
         return FitResult(model=final, history_csv=history_csv)
     strategy = strategy or tf.distribute.get_strategy()
-    stateful_batch = None
-    if config.carry_state:
-        replicas = strategy.num_replicas_in_sync
-        if config.batch_size % replicas:
-            raise ConfigError(
-                f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas "
-                "to carry the state of each stream"
-            )
-        stateful_batch = config.batch_size // replicas
+    batch = stateful_batch(config, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = compile_model(config, vocab_size, xla, splits.steps_per_epoch, stateful_batch)
+        model = compile_model(config, vocab_size, xla, splits.steps_per_epoch, batch)
         if initial_weights is not None:
             model.set_weights(initial_weights)
     if strategy is not tf.distribute.get_strategy():
@@ -281,39 +272,14 @@ def fit(
         if is_multi_worker(strategy):
             prepare_multi_worker(model, next(iter(splits.train)))
     done = read_history(history_csv) if history_csv.is_file() else []
-    callbacks: list = []
-    scorer = None
     best = best_weights_file(workdir)
-    if "val" in splits.streams:
-        scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
-        best_so_far = min((r["val_loss"] for r in done), default=math.inf) if best.is_file() else math.inf
-        keep = best if keeps_best_epoch(config) else None
-        callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, best_so_far))
-    if stateful_batch:
-        callbacks.append(ResetStates())
-    callbacks += [
-        StopOnNaN(),
-        EpochTimer(),
+    callbacks = [
+        *epoch_callbacks(config, splits, vocab_size, best, done),
         # The CSV row is written before the backup, so a crash between the two at worst
         # repeats an epoch (the repeated row is dropped when the run folder is written).
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-    ]
-    if config.time_budget:
-        callbacks.append(TimeBudget(config.time_budget, sum(r["epoch_seconds"] for r in done)))
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
-        )
-    if config.schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=1, min_lr=config.lr / 64
-            )
-        )
-    callbacks += [
         # kept after training: the run folder's commit removes it (tfrnn.rundir)
         keras.callbacks.BackupAndRestore(str(workdir / BACKUP_DIR), delete_checkpoint=False),
-        EpochDropoutSeeds(),
         *(extra_callbacks or []),
     ]
     if tensorboard is not None:
@@ -330,6 +296,61 @@ def fit(
     final = _trained_model(config, vocab_size, splits.steps_per_epoch, weights)
     final.save_weights(str(trained))
     return FitResult(model=final, history_csv=history_csv)
+
+
+def stateful_batch(config: TrainConfig, replicas: int = 1) -> int | None:
+    """Streams per replica of a carried-state model (None: a stateless one)."""
+    if not config.carry_state:
+        return None
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} must be a multiple of the {replicas} replicas "
+            "to carry the state of each stream"
+        )
+    return config.batch_size // replicas
+
+
+def epoch_callbacks(
+    config: TrainConfig, splits: Splits, vocab_size: int, best: Path | None = None, done: list | None = None
+) -> list:
+    """The callbacks every training of ``config`` uses, in the order they must run.
+
+    Carried-state validation first (the others read its figures), then state resets, the
+    NaN check, timing, time budget, early stopping, the plateau schedule and dropout seeds.
+    ``best``: where validation keeps the best epoch's weights (book); ``done``: the history
+    rows of an interrupted run being resumed.
+    """
+    from tfrnn.evaluate import (
+        VALIDATION_BURN_IN,
+        VALIDATION_STREAMS,
+        CarriedValidation,
+        ResetStates,
+        StreamScorer,
+    )
+
+    done = done or []
+    callbacks: list = []
+    if "val" in splits.streams:
+        scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
+        keep = best if best is not None and keeps_best_epoch(config) else None
+        so_far = min((r["val_loss"] for r in done), default=math.inf) if keep and keep.is_file() else math.inf
+        callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, so_far))
+    if config.carry_state:
+        callbacks.append(ResetStates())
+    callbacks += [StopOnNaN(), EpochTimer()]
+    if config.time_budget:
+        callbacks.append(TimeBudget(config.time_budget, sum(r["epoch_seconds"] for r in done)))
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
+        )
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=1, min_lr=config.lr / 64
+            )
+        )
+    return [*callbacks, EpochDropoutSeeds(splits.steps_per_epoch)]
 
 
 def keeps_best_epoch(config: TrainConfig) -> bool:

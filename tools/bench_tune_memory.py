@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tuner = make_tuner(
             "random",
-            CharLMHyperModel(space, "hw4", epochs=a.epochs),
+            CharLMHyperModel(space, "hw4", splits, epochs=a.epochs),
             Path(tmp),
             "mem",
             a.trials,

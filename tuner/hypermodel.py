@@ -6,7 +6,7 @@ import keras
 import keras_tuner as kt
 
 from tfrnn.config import TrainConfig
-from tfrnn.train import EpochTimer, StopOnNaN, compile_model
+from tfrnn.train import compile_model, epoch_callbacks, stateful_batch
 from tuner.space import LR_RANGES, SearchSpace
 
 
@@ -40,13 +40,18 @@ class ParamsLogger(keras.callbacks.Callback):
 
 
 class CharLMHyperModel(kt.HyperModel):
-    """Samples cell, depth, width, dropout (stacks only), optimizer, learning rate, embedding."""
+    """Samples cell, depth, width, dropout (stacks only), optimizer, learning rate, embedding.
+
+    Each trial trains as ``tfrnn fit`` would on ``splits`` (the book preset validating on
+    its whole validation part, the state carried), and stops early after ``patience``
+    epochs without a better validation loss. ``fixed``: options every trial shares.
+    """
 
     def __init__(
-        self, space: SearchSpace, preset: str, vocab_size: int = 28, patience: int = 3, **fixed
+        self, space: SearchSpace, preset: str, splits, vocab_size: int = 28, patience: int = 3, **fixed
     ) -> None:
         super().__init__(name="tfrnn")
-        self.space, self.preset, self.vocab_size = space, preset, vocab_size
+        self.space, self.preset, self.splits, self.vocab_size = space, preset, splits, vocab_size
         self.patience, self.fixed = patience, fixed
 
     def declare(self, hp: kt.HyperParameters) -> dict:
@@ -71,13 +76,18 @@ class CharLMHyperModel(kt.HyperModel):
         return values
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
+        import tensorflow as tf
+
         config = config_from_values(self.declare(hp), self.preset, **self.fixed)
-        return compile_model(config, self.vocab_size)
+        batch = stateful_batch(config, tf.distribute.get_strategy().num_replicas_in_sync)
+        return compile_model(
+            config, self.vocab_size, steps_per_epoch=self.splits.steps_per_epoch, stateful_batch=batch
+        )
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        config = config_from_values(hp.values, self.preset, **self.fixed)
         callbacks = [
-            StopOnNaN(),
-            EpochTimer(),
+            *epoch_callbacks(config, self.splits, self.vocab_size),
             ParamsLogger(),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience),
             *(callbacks or []),

@@ -11,7 +11,7 @@ from tfrnn.config import CELLS, OPTIMIZERS
 from tfrnn.errors import ConfigError
 
 #: Learning-rate ranges (log-uniform) per optimizer.
-LR_RANGES = {"sgd": (0.25, 8.0), "adam": (3e-4, 1e-2)}
+LR_RANGES = {"sgd": (0.25, 8.0), "adam": (3e-4, 1e-2), "adamw": (3e-4, 1e-2)}
 
 
 @dataclass(frozen=True)
