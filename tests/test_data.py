@@ -49,7 +49,7 @@ def test_hw4_split_sizes_windows_and_shifted_targets(corpus):
 
 def test_hw4_training_batches_cover_the_windows_and_reshuffle_each_epoch(corpus):
     splits = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=0)
-    epochs = [[x.numpy() for x, _ in splits.train] for _ in range(2)]
+    epochs = [[x.numpy() for x, _ in splits.epochs(e, e + 1)] for e in range(2)]
     assert [len(b) for b in epochs[0]] == [1024] * 9 + [784]
     firsts = [np.concatenate(e)[:, 0] for e in epochs]
     # every training window (0-9,999) exactly once per epoch, in a different order
@@ -57,6 +57,14 @@ def test_hw4_training_batches_cover_the_windows_and_reshuffle_each_epoch(corpus)
     assert not (firsts[0] == firsts[1]).all()
     for x, y in splits.train.take(1):
         assert (x.numpy()[:, 1:] == y.numpy()[:, :-1]).all()
+    # an epoch's order is a function of the seed and its number: the same when made again,
+    # and epochs 0-1 read in one go are epochs 0 and 1
+    again = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=0)
+    assert all((a == b).all() for a, b in zip(epochs[1], [x.numpy() for x, _ in again.epochs(1, 2)]))
+    both = [x.numpy() for x, _ in splits.epochs(0, 2)]
+    assert all((a == b).all() for a, b in zip(both, epochs[0] + epochs[1], strict=True))
+    other = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=1)
+    assert not (next(iter(other.train))[0].numpy() == epochs[0][0]).all()
 
 
 def test_book_split_is_contiguous_90_5_5_with_a_test_part(corpus):

@@ -181,3 +181,28 @@ def test_fit_help_documents_every_option():
         assert param.help, f"{param.name} has no help text"
         assert param.opts[-1] in result.output
     assert "tfrnn fit --cell lstm --units 128" in result.output
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Interrupted in epoch 3 and resumed, a run trains on the same batches in the same
+    order with the same dropout masks as one that was never interrupted."""
+    from tfrnn import train
+
+    args = ["fit", "--cell", "gru", "--units", 8, "--layers", 2, "--epochs", 4, "-q", "--no-profile"]
+    assert run_cli(*args, "--out", tmp_path / "whole").exit_code == 0
+    original = train.EpochTimer.on_epoch_begin
+
+    def interrupt_in_epoch_3(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_3)
+    assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    assert run_cli(*args, "--out", tmp_path / "split", "--resume").exit_code == 0
+    whole, split = (read_csv(tmp_path / name / "history.csv") for name in ("whole", "split"))
+    assert len(whole) == len(split) == 4
+    for a, b in zip(whole, split):
+        for key in ("loss", "val_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=0)

@@ -135,7 +135,7 @@ def test_carried_state_batches_continue_each_other(book):
     corpus = Corpus.load(book)
     splits = make_splits(corpus, "book", num_steps=50, batch_size=16, seed=0, carry_state=True)
     train = corpus.ids[: splits.sizes["train"]]
-    epochs = [[(x.numpy(), y.numpy()) for x, y in splits.train] for _ in range(2)]
+    epochs = [[(x.numpy(), y.numpy()) for x, y in splits.epochs(e, e + 1)] for e in range(2)]
     assert len(epochs[0]) == len(epochs[1]) == splits.steps_per_epoch
     for batches in epochs:
         x0 = batches[0][0]

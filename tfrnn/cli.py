@@ -719,8 +719,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     type=float,
     default=None,
     metavar="MINUTES",
-    help="Stop each trial after the epoch that brings its training time past MINUTES.  "
-    "[default: no limit]",
+    help="Stop each trial after the epoch that brings its training time past MINUTES.  [default: no limit]",
 )
 @click.option(
     "--final-epochs",

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,12 +154,14 @@ class Corpus:
 class Splits:
     """tf.data pipelines of one preset and the size of each part.
 
-    ``hw4`` validates on windows (``val``). ``book`` keeps its validation and test parts as
-    token ids (``streams``): they are read as one sequence each, the state carried through
-    (``tfrnn.evaluate``), so ``val`` and ``test`` are None.
+    The training data of epoch ``e`` (0-based) is ``epoch_data(e)``: its order (shuffle,
+    offset) is a function of the seed and ``e`` alone, so a run resumed at epoch k sees
+    what an uninterrupted one would. ``hw4`` validates on windows (``val``). ``book`` keeps
+    its validation and test parts as token ids (``streams``): they are read as one sequence
+    each, the state carried through (``tfrnn.evaluate``), so ``val`` and ``test`` are None.
     """
 
-    train: object
+    epoch_data: Callable
     val: object | None
     test: object | None
     sizes: dict[str, int]
@@ -167,6 +170,19 @@ class Splits:
     #: training batches per epoch
     steps_per_epoch: int
     streams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def epochs(self, first: int, last: int):
+        """The training batches of epochs ``first`` .. ``last - 1``, one after the other
+        (give Keras ``steps_per_epoch``: it then reads one epoch's worth per epoch)."""
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.range(first, max(first, last)).flat_map(self.epoch_data)
+        return _options(ds.prefetch(2))
+
+    @property
+    def train(self):
+        """The first epoch's training batches."""
+        return self.epochs(0, 1)
 
     @property
     def unit_key(self) -> str:
@@ -257,6 +273,29 @@ def stream_batches_per_epoch(n: int, num_steps: int, batch_size: int) -> int:
     return (n - num_steps - 1) // (batch_size * num_steps)
 
 
+def _epoch_seed(seed: int, epoch, stream: int = 0):
+    """The stateless seed of one epoch's random choices (``stream`` tells them apart)."""
+    import tensorflow as tf
+
+    return tf.stack([tf.constant(seed + stream, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def _shuffled(n: int, seed: int, epoch, stream: int = 1):
+    """A permutation of ``range(n)`` that depends only on ``seed`` and ``epoch``."""
+    import tensorflow as tf
+
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), _epoch_seed(seed, epoch, stream)
+    )
+
+
+def _offset(num_steps: int, seed: int, epoch):
+    """Where epoch ``epoch`` starts cutting the training text: 0 .. ``num_steps - 1``."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform([], _epoch_seed(seed, epoch), 0, num_steps, dtype=tf.int64)
+
+
 def _stream_batches(train_ids, num_steps: int, batch_size: int, n_batches: int, offset):
     """One epoch of carried-state batches starting at ``offset``.
 
@@ -294,18 +333,20 @@ def make_splits(
     """
     import tensorflow as tf
 
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
     eval_batch = eval_batch or batch_size
     streams: dict[str, np.ndarray] = {}
     if preset == "hw4":
         parts = hw4_windows(corpus.ids, num_steps)
         (xt, yt), (xv, yv) = parts["train"], parts["val"]
-        train = (
-            tf.data.Dataset.from_tensor_slices((xt, yt))
-            .cache()
-            .shuffle(len(xt), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-            .prefetch(2)
-        )
+        x_train, y_train = tf.constant(xt), tf.constant(yt)
+
+        def epoch_data(epoch):
+            order = _shuffled(len(xt), seed, epoch)
+            pairs = (tf.gather(x_train, order), tf.gather(y_train, order))
+            return tf.data.Dataset.from_tensor_slices(pairs).batch(batch_size)
+
         sizes, unit = {"train": len(xt), "val": len(xv)}, "windows"
         steps = -(-len(xt) // batch_size)
         val, test = _eval_ds(xv, yv, eval_batch), None
@@ -313,12 +354,6 @@ def make_splits(
         parts = book_parts(corpus.ids, num_steps)
         n = len(parts["train"])
         train_ids = tf.constant(parts["train"])
-        # Each epoch starts at a fresh random offset (its windows or streams shift).
-        offsets = (
-            tf.data.Dataset.range(num_steps)
-            .shuffle(num_steps, seed=seed, reshuffle_each_iteration=True)
-            .take(1)
-        )
         if carry_state:
             steps = stream_batches_per_epoch(n, num_steps, batch_size)
             if steps < 1:
@@ -328,32 +363,27 @@ def make_splits(
                     f"{batch_size} streams of {num_steps} steps (use a smaller --batch-size or "
                     "--num-steps, or --no-carry-state)"
                 )
-            train = offsets.flat_map(
-                lambda offset: _stream_batches(train_ids, num_steps, batch_size, steps, offset)
-            ).apply(tf.data.experimental.assert_cardinality(steps))
+
+            def epoch_data(epoch):
+                return _stream_batches(
+                    train_ids, num_steps, batch_size, steps, _offset(num_steps, seed, epoch)
+                )
+
         else:
-            # Non-overlapping windows, the same number whatever the offset (so Keras knows
-            # the epoch's length), shuffled.
+            # Non-overlapping windows from a fresh offset, the same number whatever the
+            # offset, shuffled.
             n_train = (n - num_steps) // num_steps
-
-            def windows_from(offset):
-                starts = offset + tf.range(n_train, dtype=tf.int64) * num_steps
-                idx = starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :]
-                win = tf.gather(train_ids, idx)
-                return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:]))
-
-            train = (
-                offsets.flat_map(windows_from)
-                .apply(tf.data.experimental.assert_cardinality(n_train))
-                .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size)
-            )
             steps = -(-n_train // batch_size)
-        train = train.prefetch(2)
+
+            def epoch_data(epoch):
+                starts = _offset(num_steps, seed, epoch) + _shuffled(n_train, seed, epoch) * num_steps
+                win = tf.gather(train_ids, starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :])
+                return tf.data.Dataset.from_tensor_slices((win[:, :-1], win[:, 1:])).batch(batch_size)
+
         sizes = {name: len(part) for name, part in parts.items()}
         unit = "characters"
         streams = {"val": parts["val"], "test": parts["test"]}
         val = test = None
     else:
         raise DataError(f"unknown preset {preset!r}")
-    return Splits(_options(train), val, test, sizes, unit, steps, streams)
+    return Splits(epoch_data, val, test, sizes, unit, steps, streams)

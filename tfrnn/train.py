@@ -217,6 +217,16 @@ class EpochDropoutSeeds(keras.callbacks.Callback):
                     state.assign(keras.ops.convert_to_tensor([seed, counter], dtype=state.dtype))
 
 
+def resumed_epoch(backup: Path) -> int:
+    """The epoch ``BackupAndRestore`` resumes at from ``backup`` (0 when there is none)."""
+    import json
+
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def best_weights_file(workdir: Path) -> Path:
     """The weights of the best validation epoch so far (``keeps_best_epoch`` runs)."""
     return workdir / BEST_WEIGHTS
@@ -284,11 +294,12 @@ def fit(
     ]
     if tensorboard is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard)))
+    first = resumed_epoch(workdir / BACKUP_DIR)
     model.fit(
-        splits.train,
+        splits.epochs(first, config.epochs),  # each epoch's order depends on its number only
+        steps_per_epoch=splits.steps_per_epoch,
         validation_data=splits.val,
         epochs=config.epochs,
-        shuffle=False,  # the pipeline reshuffles itself every epoch
         callbacks=callbacks,
         verbose=verbose,
     )

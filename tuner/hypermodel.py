@@ -92,4 +92,8 @@ class CharLMHyperModel(kt.HyperModel):
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience),
             *(callbacks or []),
         ]
-        return model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)
+        # the trial's epochs, each in the order its number gives (Hyperband may resume one)
+        kwargs.pop("x", None)
+        first, last = kwargs.get("initial_epoch", 0), kwargs.get("epochs", 1)
+        kwargs["steps_per_epoch"] = self.splits.steps_per_epoch
+        return model.fit(self.splits.epochs(first, last), *args[1:], callbacks=callbacks, **kwargs)
