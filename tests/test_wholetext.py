@@ -190,6 +190,25 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     assert "stopped by the time budget" in result.output
 
 
+def test_cosine_schedule_follows_the_epochs_or_the_time_budget(tmp_path):
+    epochs = run_cli("fit", *SMALL_BOOK, "--epochs", 3, "--out", tmp_path / "epochs")
+    assert epochs.exit_code == 0, epochs.output
+    lr = [r["learning_rate"] for r in read_csv(tmp_path / "epochs" / "history.csv")]
+    # warm-up to 3e-3 over epoch 1, then cosine: half-way at the end of epoch 2, ~0 at the end
+    assert lr[0] == pytest.approx(3e-3, rel=1e-3) and lr[1] == pytest.approx(1.5e-3, rel=1e-2)
+    assert lr[2] == pytest.approx(0, abs=1e-9)
+    budget = run_cli("fit", *SMALL_BOOK, "--epochs", 50, "--time-budget", 0.15, "--out", tmp_path / "budget")
+    assert budget.exit_code == 0, budget.output
+    rows = read_csv(tmp_path / "budget" / "history.csv")
+    assert 1 < len(rows) < 50  # stopped by the clock
+    lr = [r["learning_rate"] for r in rows]
+    spent = np.cumsum([r["epoch_seconds"] for r in rows])
+    # each epoch's rate is the cosine at the share of the budget spent by its middle
+    for i in range(1, len(rows)):
+        share = (spent[i - 1] + rows[i - 1]["epoch_seconds"] / 2) / 9.0
+        assert lr[i] == pytest.approx(1.5e-3 * (1 + math.cos(math.pi * min(share, 1))), rel=1e-4, abs=1e-9)
+
+
 def test_init_from_starts_from_the_runs_weights(book_run, tmp_path):
     import keras
 

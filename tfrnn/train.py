@@ -36,7 +36,8 @@ class Perplexity(keras.metrics.Metric):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` (wall clock, validation included) to each epoch's logs."""
+    """Adds ``epoch_seconds`` (wall clock, validation included) and the learning rate at the
+    epoch's end (``learning_rate``) to each epoch's logs."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -44,6 +45,7 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -65,19 +67,48 @@ class StopOnNaN(keras.callbacks.Callback):
                 )
 
 
+@keras.saving.register_keras_serializable(package="tfrnn")
+class BudgetCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up over ``warmup_steps``, then cosine decay from ``peak`` to zero as the
+    ``progress`` variable goes from 0 to 1: the share of a time budget spent, which
+    ``TimeBudget`` sets at the start of every epoch. The schedule of a run that trains for
+    a number of minutes rather than a number of epochs."""
+
+    def __init__(self, peak: float, warmup_steps: int) -> None:
+        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+        self.progress = keras.Variable(0.0, trainable=False, name="budget_progress")
+
+    def __call__(self, step):
+        ops = keras.ops
+        warm = ops.minimum(1.0, ops.cast(step + 1, "float32") / max(1, self.warmup_steps))
+        decay = 0.5 * (1.0 + ops.cos(math.pi * ops.clip(self.progress.value, 0.0, 1.0)))
+        return self.peak * warm * decay
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the epoch that brings the training time past ``minutes``.
+    """Stops training after the epoch that brings the training time past ``minutes``, and
+    drives a ``BudgetCosine`` learning rate by the share of the budget spent.
 
     Needs ``epoch_seconds`` in the logs (``EpochTimer`` before it); ``spent`` seconds of an
-    interrupted run's earlier epochs count too.
+    interrupted run's earlier epochs count too. Each epoch's learning rate is the one at the
+    middle of the epoch, estimated from the last epoch's length.
     """
 
     def __init__(self, minutes: float, spent: float = 0.0) -> None:
         super().__init__()
-        self.budget, self.spent = 60.0 * minutes, spent
+        self.budget, self.spent, self.last = 60.0 * minutes, spent, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        schedule = getattr(self.model.optimizer, "_learning_rate", None)
+        if isinstance(schedule, BudgetCosine):
+            schedule.progress.assign((self.spent + self.last / 2) / self.budget)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.spent += float((logs or {}).get("epoch_seconds", 0.0))
+        self.last = float((logs or {}).get("epoch_seconds", 0.0))
+        self.spent += self.last
         if self.spent >= self.budget:
             self.model.stop_training = True
 
@@ -86,12 +117,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> keras.optim
     """SGD (the study), Adam or AdamW, clipped by the global norm of all gradients.
 
     ``schedule="cosine"``: a linear warm-up over the first epoch, then cosine decay to zero
-    at the last step of ``config.epochs`` (``steps_per_epoch`` batches each). Weight decay
+    at the last step of ``config.epochs`` (``steps_per_epoch`` batches each), or at the
+    end of ``config.time_budget`` when there is one (``BudgetCosine``). Weight decay
     (decoupled, as AdamW) spares the biases. ``config.ema``: the optimizer also keeps an
     exponential moving average of the weights, which validation evaluates and keeps.
     """
     lr = config.lr
-    if config.schedule == "cosine":
+    if config.schedule == "cosine" and config.time_budget:
+        lr = BudgetCosine(config.lr, steps_per_epoch)
+    elif config.schedule == "cosine":
         total = max(2, config.epochs * steps_per_epoch)
         warmup = min(steps_per_epoch, total // 2)
         lr = keras.optimizers.schedules.CosineDecay(

@@ -1,0 +1,139 @@
+"""Whole-book quality at equal wall-clock budget: tfrnn against its PyTorch peer, side by side.
+
+    python tools/bench_book.py [--model lstm-2x512] [--dropout 0.5] [--budget-min 15]
+                               [--repeats 1] [--torch-python PY] [--json out.json]
+                               [-- extra `tfrnn fit` options]
+
+For the same model (embedding 64, the book split, batches of 64 x 100) it runs
+`tfrnn fit --preset book` (its own recipe: the book preset's defaults, or the extra
+options given after --) and tools/torch_book_peer.py (flat Adam, independent windows), each
+in a fresh process with the same --time-budget, alternating. Both read the validation and
+test parts as one sequence each, the state carried, with the best validation epoch's
+weights. It prints per side: best validation and test perplexity, epochs run, median
+seconds per epoch (the first left out; validation included on both sides), peak RSS, and
+their ratios; then the same as JSON. The CPU is named in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import TORCH_CHILD, find_torch_python, parse_model  # noqa: E402
+from sysinfo import cpu_summary  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = Path(__file__).resolve().parent / "torch_book_peer.py"
+
+
+# Run `python -m tfrnn ARGS` and print the process's peak RSS when it ends.
+TFRNN_CHILD = """
+import runpy, sys
+from pathlib import Path
+sys.argv = ["tfrnn", *sys.argv[1:]]
+try:
+    runpy.run_module("tfrnn", run_name="__main__")
+finally:
+    status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
+    print("PEAK_RSS_MIB", int(status["VmHWM"].split()[0]) / 1024)
+"""
+
+
+def _peak(stdout: str) -> float:
+    return float(next(line for line in stdout.splitlines() if line.startswith("PEAK_RSS_MIB")).split()[1])
+
+
+def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        args = [sys.executable, "-c", TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
+        args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
+        args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
+        args += ["--no-profile", "-q", *extra]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(args, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"tfrnn fit failed: {proc.stderr.strip().splitlines()[-1:]}")
+        m = json.loads((out / "metrics.json").read_text())
+    return {
+        "best_val_ppl": m["best_val_perplexity"],
+        "best_epoch": m["best_epoch"],
+        "test_ppl": m["test_perplexity"],
+        "epochs": m["epochs_run"],
+        "training_s": m["training_seconds"],
+        "median_epoch_s": m["median_epoch_seconds"],
+        "params": m["parameters"]["total"],
+        "peak_rss_mib": _peak(proc.stdout),
+    }
+
+
+def run_peer(python, cell, units, layers, dropout, budget, data) -> dict:
+    args = [python, "-c", TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
+    args += ["--layers", str(layers), "--dropout", str(dropout), "--budget-min", str(budget), "--data", data]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True)
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    result["peak_rss_mib"] = _peak(proc.stdout)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lstm-2x512", help="like lstm-2x512 or gru-256")
+    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--budget-min", type=float, default=15.0, help="training minutes per side")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side")
+    ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("extra", nargs="*", help="options for tfrnn fit (after --)")
+    a = ap.parse_args()
+
+    from tfrnn.data import book_path
+
+    cell, units, layers = parse_model(a.model)
+    torch_python = find_torch_python(a.torch_python)
+    if torch_python is None:
+        print("PyTorch not found: timing tfrnn alone (pass --torch-python)", file=sys.stderr)
+    data = str(book_path())
+    runs: dict[str, list[dict]] = {"tfrnn": [], "torch": []}
+    for rep in range(a.repeats):
+        for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):
+            if side == "tfrnn":
+                runs[side].append(run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra))
+            elif torch_python:
+                runs[side].append(run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data))
+            print(side, json.dumps(runs[side][-1]) if runs[side] else "-", file=sys.stderr, flush=True)
+    row: dict = {"model": a.model, "dropout": a.dropout, "budget_min": a.budget_min, "cpu": cpu_summary()}
+    keys = ("best_val_ppl", "test_ppl", "epochs", "median_epoch_s", "peak_rss_mib")
+    for side, rs in runs.items():
+        for key in keys:
+            values = [r[key] for r in rs if r.get(key) is not None]
+            if values:
+                row[f"{side}_{key}"] = statistics.median(values)
+    if runs["torch"] and runs["tfrnn"]:
+        row["epoch_time_ratio"] = row["tfrnn_median_epoch_s"] / row["torch_median_epoch_s"]
+        row["test_ppl_ratio"] = row["tfrnn_test_ppl"] / row["torch_test_ppl"]
+    print(f"{a.model}, dropout {a.dropout}, {a.budget_min:g} min each; CPU: {row['cpu']}")
+    print(f"{'':<22} {'tfrnn':>9} {'torch':>9}")
+    for key in keys:
+        t, p = row.get(f"tfrnn_{key}"), row.get(f"torch_{key}")
+        fmt = ".3f" if "ppl" in key or "epoch_s" in key else ".0f"
+        cells = [format(v, fmt) if v is not None else "-" for v in (t, p)]
+        print(f"{key:<22} {cells[0]:>9} {cells[1]:>9}")
+    for key in ("epoch_time_ratio", "test_ppl_ratio"):
+        if key in row:
+            print(f"{key:<22} {row[key]:>9.3f}")
+    print(json.dumps(row))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"summary": row, "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
