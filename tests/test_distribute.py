@@ -132,3 +132,36 @@ def test_multi_worker_needs_a_valid_tf_config(tmp_path, monkeypatch, tf_config, 
     out = tmp_path / "run"
     assert_one_line_error(run_cli("fit", "--strategy", "multi-worker", "--out", out), expected)
     assert not out.exists()
+
+
+def test_non_chief_workers_keep_their_training_state_beside_the_run(tmp_path, monkeypatch):
+    """Not in a temporary folder: after an interruption every worker resumes where the chief
+    does (the multi-worker run above checks that nothing is left once training ends)."""
+    from types import SimpleNamespace
+
+    from tfrnn import experiment
+    from tfrnn.rundir import RunPaths
+
+    strategy = SimpleNamespace(cluster_resolver=SimpleNamespace(task_id=1, task_type="worker"))
+    assert experiment.worker_dir(RunPaths(tmp_path / "run"), strategy) == tmp_path / ".run.worker-1"
+    seen = {}
+
+    def fake_fit(config, splits, vocab, workdir, *args, **kwargs):
+        seen["workdir"] = workdir
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tfrnn.train.fit", fake_fit)
+    from tfrnn.config import TrainConfig
+
+    with pytest.raises(KeyboardInterrupt):
+        experiment._train_as_worker(
+            TrainConfig.resolve("hw4", units=8, epochs=1),
+            RunPaths(tmp_path / "run"),
+            None,
+            strategy,
+            0,
+            False,
+            False,
+            "off",
+        )
+    assert seen["workdir"] == tmp_path / ".run.worker-1"

@@ -69,7 +69,7 @@ def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path):
     for xla in ("on", "off"):
         result = run_cli(*args, "--xla", xla, "--out", tmp_path / xla)
         assert result.exit_code == 0, result.output
-        vals[xla] = read_history(tmp_path / xla / "history.csv")[0]["val_perplexity"]
+        vals[xla] = read_history(tmp_path / xla / "history.csv", one_based=True)[0]["val_perplexity"]
     assert vals["on"] == pytest.approx(vals["off"], rel=1e-3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -45,6 +46,25 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses ``nan`` and ``inf`` (``FloatRange`` lets ``nan`` through).
+
+    (``tfrnn fit``'s floats are checked by ``TrainConfig``, with its own messages.)
+    """
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
+POSITIVE = FiniteFloat(min=0, min_open=True)
+#: Seeds TensorFlow and NumPy both take.
+SEED = click.IntRange(0, 2**31 - 1)
 
 
 class TfrnnGroup(click.Group):
@@ -223,7 +243,7 @@ def _hw4(key: str, missing: str = "") -> str:
     "the architecture is that run's.",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed: the same seed repeats a run."
+    "--seed", type=SEED, default=0, show_default=True, help="Random seed: the same seed repeats a run."
 )
 @click.option(
     "--data",
@@ -396,7 +416,7 @@ def export(run_dir: Path) -> None:
 )
 @click.option(
     "--temperature",
-    type=float,
+    type=FINITE,
     default=0.0,
     show_default=True,
     help="0 picks the likeliest character (greedy, as in the study); higher samples more freely.",
@@ -410,7 +430,7 @@ def export(run_dir: Path) -> None:
 )
 @click.option(
     "--seed",
-    type=int,
+    type=SEED,
     default=0,
     show_default=True,
     help="Sampling seed: the same seed repeats the same text.",
@@ -716,7 +736,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 @click.option("--overwrite", is_flag=True, help="Start the project over instead of resuming it.")
 @click.option(
     "--time-budget",
-    type=float,
+    type=POSITIVE,
     default=None,
     metavar="MINUTES",
     help="Stop each trial after the epoch that brings its training time past MINUTES.  [default: no limit]",
@@ -733,7 +753,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     default=None,
     help="Run folder of the retrained best model.  [default: saved_models/tuned-NAME]",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of data and search.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed of data and search.")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="A UTF-8 text file to tune on.")
 @click.option(
     "--chief",
@@ -794,8 +814,9 @@ def tune(
     from tuner.search import check_project, configure_distribution
     from tuner.space import space_from_options
 
-    if epochs <= 0:
-        raise TfrnnError(f"--epochs must be a positive integer, got {epochs}")
+    for name, value in (("--epochs", epochs), ("--max-trials", max_trials), ("--final-epochs", final_epochs)):
+        if value is not None and value <= 0:
+            raise TfrnnError(f"{name} must be a positive integer, got {value}")
     if optimizers is None and space_file is None:
         optimizers = PRESET_DEFAULTS[preset]["optimizer"]
     space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)

@@ -101,8 +101,10 @@ def book_path() -> Path:
         try:
             path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url, cache_dir=cache_dir))
         except Exception as exc:  # network errors come in many types
+            cause = exc.__cause__ or exc.__context__ or exc
+            reason = " ".join(str(cause).split()) or type(cause).__name__
             raise DataError(
-                f"could not download the book from {url} ({exc.__class__.__name__}); "
+                f"could not download the book from {url} ({reason}); "
                 f"pass --data PATH or set ${DATA_ENV} to a local copy"
             ) from None
     digest = sha1_of(path)
@@ -190,6 +192,11 @@ class Splits:
         return "windows" if self.unit == "windows" else "part_characters"
 
 
+def hw4_window_bytes(num_steps: int) -> int:
+    """Memory the hw4 preset's windows take at most (inputs and targets, int32)."""
+    return (HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS) * num_steps * 4 * 2
+
+
 def _windows(ids: np.ndarray, num_steps: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and one-step-shifted targets of every ``num_steps + 1`` window at ``stride``."""
     win = np.lib.stride_tricks.sliding_window_view(ids, num_steps + 1)[::stride]
@@ -242,12 +249,13 @@ def hw4_windows(ids: np.ndarray, num_steps: int) -> dict[str, tuple[np.ndarray, 
             f"text too short: {len(ids)} characters after cleaning, need at least "
             f"{num_steps + 2} for one training and one validation window of {num_steps} steps"
         )
-    x, y = _windows(ids, num_steps, stride=1)
     if n >= HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS:
         n_train, n_val = HW4_TRAIN_WINDOWS, HW4_VAL_WINDOWS
     else:
         n_train = max(1, (2 * n) // 3)
         n_val = n - n_train
+    # only the windows used: the text they span, not the whole text
+    x, y = _windows(ids[: n_train + n_val + num_steps], num_steps, stride=1)
     return {
         "train": (x[:n_train], y[:n_train]),
         "val": (x[n_train : n_train + n_val], y[n_train : n_train + n_val]),

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from tfrnn.config import TrainConfig
 from tfrnn.data import Corpus, eval_batch_size, make_splits
-from tfrnn.errors import TrainingDiverged
+from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged
 from tfrnn.generate import study_continuations
+from tfrnn.memory import check_fits
 from tfrnn.models import parameter_counts
 from tfrnn.plots import plot_curves
 from tfrnn.rundir import RunPaths, read_history, write_history
@@ -94,6 +95,12 @@ def run_training(
     if strategy is not None and not is_chief(strategy):
         return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla)
     paths.check(overwrite=overwrite, resume=resume)
+    if resume and paths.completed_epochs() > config.epochs:
+        raise ConfigError(
+            f"the interrupted run in {paths.partial} already completed {paths.completed_epochs()} "
+            f"epochs: resume it with --epochs {paths.completed_epochs()} or more"
+        )
+    check_fits(config)
     corpus, splits = load_data(config, data)
     log(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
@@ -122,6 +129,8 @@ def run_training(
     except TrainingDiverged:
         paths.discard()
         raise
+    except (MemoryError, tf_errors()) as exc:  # out of memory, or any other TensorFlow failure
+        raise training_failed(exc, paths) from None
     model = result.model
     history = read_history(result.history_csv)
     extra = {
@@ -154,6 +163,28 @@ def run_training(
     plot_curves(history, work / "curves.png", f"{config.name} ({config.preset} preset)")
     paths.commit()
     return metrics
+
+
+def tf_errors() -> type:
+    """TensorFlow's error base class (imported only once TensorFlow is)."""
+    import tensorflow as tf
+
+    return tf.errors.OpError
+
+
+def training_failed(exc: BaseException, paths: RunPaths) -> TfrnnError:
+    """One line for a run TensorFlow stopped; its partial folder is kept only when it holds a
+    completed epoch to resume from."""
+    reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:200] or type(exc).__name__
+    kind = "out of memory" if isinstance(exc, MemoryError) or "OOM" in reason else type(exc).__name__
+    done = paths.completed_epochs()
+    if not done:
+        paths.discard()
+        return TfrnnError(f"training failed ({kind}: {reason}); nothing was kept")
+    return TfrnnError(
+        f"training failed ({kind}: {reason}); the {done} completed epoch(s) are kept in "
+        f"{paths.partial}: fix the cause and run the same command with --resume"
+    )
 
 
 def carried_figures(config: TrainConfig, model, splits, vocab_size: int, log=print) -> dict:
@@ -189,7 +220,6 @@ ARCHITECTURE = ("cell", "units", "layers", "embedding")
 
 def architecture_of(run_dir: Path, given: dict) -> dict:
     """The architecture of the run in ``run_dir``; ``given`` options must agree with it."""
-    from tfrnn.errors import ConfigError
     from tfrnn.rundir import read_metrics
 
     run_dir = Path(run_dir)
@@ -231,26 +261,29 @@ def load_data(config: TrainConfig, data: str | Path | None):
     )
 
 
+def worker_dir(paths: RunPaths, strategy) -> Path:
+    """Where a non-chief worker keeps its training state: beside the run, one per task, so
+    an interrupted cluster resumes every worker at the chief's epoch."""
+    task = strategy.cluster_resolver.task_id
+    return paths.final.parent / f".{paths.final.name}.worker-{task}"
+
+
 def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla) -> dict:
-    """A non-chief worker's share: the same checks and training, nothing kept on disk."""
-    import tempfile
+    """A non-chief worker's share: the same checks and training; its backup is kept beside
+    the run until training ends."""
+    import shutil
 
     from tfrnn.train import fit
 
     paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
+    work = worker_dir(paths, strategy)
+    check_fits(config)
     corpus, splits = load_data(config, data)
-    with tempfile.TemporaryDirectory(prefix="tfrnn-worker-") as tmp:
-        result = fit(
-            config,
-            splits,
-            len(corpus.vocab),
-            Path(tmp),
-            None,
-            verbose,
-            None,
-            strategy,
-            xla,
-            init_weights(config),
-        )
-        history = read_history(result.history_csv)
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    result = fit(
+        config, splits, len(corpus.vocab), work, None, verbose, None, strategy, xla, init_weights(config)
+    )
+    history = read_history(result.history_csv)
+    shutil.rmtree(work, ignore_errors=True)
     return {"name": config.name, "worker": True, "final_val_perplexity": history[-1]["val_perplexity"]}

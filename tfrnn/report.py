@@ -31,7 +31,7 @@ def plot_family(title: str, members: list[dict], runs: Path, path: Path) -> None
         for r in members:
             history_file = runs / r["model"] / "history.csv"
             if r["status"] == "ok" and history_file.is_file():
-                h = read_history(history_file)
+                h = read_history(history_file, one_based=True)
                 ax.plot([e["epoch"] for e in h], [e["val_perplexity"] for e in h], label=r["model"])
 
 

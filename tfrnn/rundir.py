@@ -47,6 +47,11 @@ class RunPaths:
                 "or --overwrite to start over"
             )
 
+    def completed_epochs(self) -> int:
+        """Epochs the interrupted run in the partial folder completed (0 if none)."""
+        history = self.partial / "history.csv"
+        return len(read_history(history)) if history.is_file() else 0
+
     def differences(self, config: dict) -> list[str] | None:
         """How ``config`` differs from the interrupted run's (epochs may change on resume);
         None when there is no interrupted run to compare with."""
@@ -114,12 +119,14 @@ def read_metrics(run_dir: Path, what: str = "") -> dict:
     return metrics
 
 
-def read_history(path: Path) -> list[dict]:
-    """Per-epoch rows of a Keras ``CSVLogger`` file, epochs 1-based, repeated epochs dropped."""
+def read_history(path: Path, one_based: bool = False) -> list[dict]:
+    """Per-epoch rows of a Keras ``CSVLogger`` file (epochs counted from 0), or of a run
+    folder's ``history.csv`` (``one_based``: as ``write_history`` writes them); returned
+    with epochs counted from 1, repeated epochs dropped."""
     rows: dict[int, dict] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            epoch = int(row.pop("epoch")) + 1
+            epoch = int(float(row.pop("epoch"))) + (0 if one_based else 1)
             rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
     return [rows[e] for e in sorted(rows)]
 

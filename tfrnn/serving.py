@@ -28,7 +28,14 @@ def load(path: str | Path):
     import tensorflow as tf
 
     saved = resolve_saved_model(path)
-    loaded = tf.saved_model.load(str(saved))
+    try:
+        loaded = tf.saved_model.load(str(saved))
+    except (OSError, ValueError, tf.errors.OpError) as exc:  # truncated or partly deleted
+        run = saved.parent if saved.name == SAVED_MODEL_DIR else saved
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise TfrnnError(
+            f"the SavedModel in {saved} cannot be loaded ({reason}): rebuild it with `tfrnn export {run}`"
+        ) from None
     if not all(hasattr(loaded, name) for name in ("generate", "generate_top_k", "score")):
         raise TfrnnError(f"{saved} is a SavedModel, but not one exported by tfrnn")
     return loaded

@@ -332,6 +332,7 @@ def fit(
     model.fit(
         splits.epochs(first, config.epochs),  # each epoch's order depends on its number only
         steps_per_epoch=splits.steps_per_epoch,
+        shuffle=False,  # the order is the pipeline's
         validation_data=splits.val,
         epochs=config.epochs,
         callbacks=callbacks,

@@ -96,4 +96,5 @@ class CharLMHyperModel(kt.HyperModel):
         kwargs.pop("x", None)
         first, last = kwargs.get("initial_epoch", 0), kwargs.get("epochs", 1)
         kwargs["steps_per_epoch"] = self.splits.steps_per_epoch
+        kwargs["shuffle"] = False  # the order is the pipeline's
         return model.fit(self.splits.epochs(first, last), *args[1:], callbacks=callbacks, **kwargs)
