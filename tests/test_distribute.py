@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -165,3 +167,38 @@ def test_non_chief_workers_keep_their_training_state_beside_the_run(tmp_path, mo
             "off",
         )
     assert seen["workdir"] == tmp_path / ".run.worker-1"
+
+
+def test_multi_worker_gives_up_on_a_missing_peer_in_one_line(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    env = subprocess_env(TF_CONFIG=tf_config, TFRNN_PEER_TIMEOUT="3")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*FIT, "--strategy", "multi-worker", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and time.monotonic() - started < 60
+    assert f"waiting for the other workers (127.0.0.1:{ports[1]})" in proc.stdout
+    assert "did not join within 3 s" in proc.stderr and "Traceback" not in proc.stderr
+    # Ctrl-C while waiting ends it at once
+    proc = subprocess.Popen(
+        [*FIT, "--strategy", "multi-worker", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(TF_CONFIG=tf_config),
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / ".run.lock").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # into the wait
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0

@@ -134,15 +134,28 @@ def test_resume_refuses_other_options(tmp_path, monkeypatch):
 
 
 def test_existing_run_is_kept_unless_overwrite(small_run, tmp_path):
+    import shutil
+
     out = tmp_path / "gru-8"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    shutil.copytree(small_run["dir"], out)
+    before = (out / "metrics.json").read_text()
     result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q")
     assert result.exit_code == 1 and "--overwrite" in result.stderr
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "metrics.json").read_text() == before
     result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q", "--overwrite", "--no-profile")
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert (out / "metrics.json").read_text() != before
+
+
+def test_overwrite_replaces_only_folders_tfrnn_wrote(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    for flags in ([], ["--overwrite"]):
+        result = run_cli("fit", "--units", 8, "--epochs", 1, "--out", out, "-q", *flags)
+        assert result.exit_code == 1 and "not a tfrnn run folder" in result.stderr
+        assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
 
 
 def test_book_preset_reports_a_test_perplexity(tmp_path):

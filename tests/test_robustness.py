@@ -188,3 +188,21 @@ def test_family_figures_plot_epochs_from_1(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "figure", fake_figure)
     report.plot_family("GRU", [{"model": "gru-8", "status": "ok"}], tmp_path / "runs", tmp_path / "f.png")
     assert plotted == [[1, 2, 3]]
+
+
+def test_tune_never_replaces_a_folder_it_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for i in range(11):
+        (mine / f"file{i}.txt").write_text("mine")
+    tiny = ["--tuner", "random", "--max-trials", 1, "--epochs", 1, "--cells", "gru", "--units", "4-4"]
+    tiny += ["--layers", "1-1", "-q", "--directory", tmp_path / "tuning"]
+    for flags in ([], ["--overwrite"]):
+        assert_one_line_error(run_cli("tune", *tiny, "--out", mine, *flags), "not a tfrnn run folder")
+        assert len(list(mine.iterdir())) == 11
+    project = tmp_path / "tuning" / "other"
+    project.mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    result = run_cli("tune", *tiny, "--project", "other", "--overwrite")
+    assert_one_line_error(result, "not a tfrnn tuning project")
+    assert (project / "notes.txt").read_text() == "mine"

@@ -170,7 +170,7 @@ def test_a_project_from_another_space_is_refused(tmp_path):
 
 def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
     args = ["--preset", "book", "--tuner", "random", "--max-trials", 2, "--epochs", 1, "--cells", "lstm"]
-    args += ["--units", "8-16", "--layers", "1-1", "--time-budget", 5, "-q"]
+    args += ["--units", "8-16", "--layers", "1-1", "-q"]
     result = run_cli("tune", *args, "--directory", tmp_path / "tuning", "--out", tmp_path / "best")
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "tuning" / "tfrnn" / "results.json").read_text())
@@ -181,3 +181,12 @@ def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
     winner = min(rows, key=lambda r: r["val_perplexity"])
     history = json.loads(json.dumps(metrics))["final_val_perplexity"]
     assert history == pytest.approx(winner["val_perplexity"], rel=1e-3)
+
+
+def test_time_budget_stops_each_trial(tmp_path):
+    args = ["--preset", "book", "--tuner", "random", "--max-trials", 2, "--epochs", 3, "--cells", "lstm"]
+    args += ["--units", "8-8", "--layers", "1-1", "--time-budget", 0.001, "--final-epochs", 1, "-q"]
+    result = run_cli("tune", *args, "--directory", tmp_path / "tuning", "--out", tmp_path / "best")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "tuning" / "tfrnn" / "results.json").read_text())
+    assert [r["epochs"] for r in rows] == [1, 1]  # each trial stopped after its first epoch

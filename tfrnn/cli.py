@@ -23,7 +23,7 @@ from tfrnn.config import (
 )
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
-from tfrnn.rundir import DEFAULT_ROOT, RunPaths
+from tfrnn.rundir import DEFAULT_ROOT, RunPaths, exclusive
 
 
 def _import_tensorflow_quietly() -> None:
@@ -258,7 +258,7 @@ def _hw4(key: str, missing: str = "") -> str:
     default=None,
     help="Run folder to write.  [default: saved_models/NAME, e.g. saved_models/gru-32]",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (only ever one tfrnn wrote).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
 @click.option(
     "--tensorboard",
@@ -320,7 +320,7 @@ def fit(
     config = TrainConfig.resolve(preset, **options)
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
-    paths.check(overwrite=overwrite, resume=resume)
+    paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
     _import_tensorflow_quietly()
     from tfrnn.experiment import run_training
 
@@ -487,10 +487,10 @@ def score(model, text_file, window, stride) -> None:
     from tfrnn.data import clean, read_text
 
     serving.resolve_saved_model(model)
-    text = clean(read_text(text_file))
+    text = clean(read_text(text_file, "text file"))
     if window is not None or stride is not None:
-        window = window or 32
-        stride = stride or window
+        window = 32 if window is None else window
+        stride = window if stride is None else stride
         if window <= 0 or stride <= 0:
             raise TfrnnError("--window and --stride must be positive integers")
         texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
@@ -572,9 +572,12 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise TfrnnError(f"{option} takes comma-separated integers, got {value!r}") from None
+    if not values:
+        raise TfrnnError(f"{option} takes comma-separated integers, got {value!r}")
+    return values
 
 
 @cli.command()
@@ -627,8 +630,11 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     if grid_spec is not None and options_grid:
         raise TfrnnError("give either --grid or --cells/--units/--layers, not both")
     if options_grid:
+        cell_list = [c.strip() for c in (cells or "gru").split(",") if c.strip()]
+        if not cell_list:
+            raise TfrnnError(f"--cells takes comma-separated cells, got {cells!r}")
         grid = cmp.product_grid(
-            (cells or "gru").split(","),
+            cell_list,
             _int_list(units, "--units") or [32],
             _int_list(layers, "--layers") or [1],
             preset=preset or "hw4",
@@ -645,6 +651,8 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     from tfrnn.data import Corpus
 
     Corpus.load(data)  # a bad data file stops here, before anything is written
+    cmp.check_report_folder(out)
+    click.get_current_context().with_resource(exclusive(cmp.lock_file(out), f"the report {out}"))
     _import_tensorflow_quietly()
     import time
 
@@ -733,7 +741,12 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     show_default=True,
     help="Project name: running the same project again resumes it.",
 )
-@click.option("--overwrite", is_flag=True, help="Start the project over instead of resuming it.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start the project over instead of resuming it, and replace the retrained model's run "
+    "folder (only ever a folder tfrnn wrote).",
+)
 @click.option(
     "--time-budget",
     type=POSITIVE,
@@ -824,11 +837,16 @@ def tune(
     from tfrnn.data import Corpus
 
     Corpus.load(data)  # a bad data file stops here
+    if out is not None and role != "worker":  # the retrained model's folder, before the search
+        RunPaths(out).check(overwrite=overwrite, resume=False)
     if role != "worker":
         check_project(directory, project, space, preset, overwrite)
+        lock = directory / f".{project}.lock"
+        click.get_current_context().with_resource(
+            exclusive(lock, f"the tuning project {directory / project}")
+        )
     _import_tensorflow_quietly()
     from tfrnn.experiment import load_data
-    from tfrnn.rundir import RunPaths
     from tuner.hypermodel import CharLMHyperModel, config_from_values
     from tuner.search import make_tuner, trial_rows, write_results
 
@@ -886,7 +904,7 @@ def tune(
         config,
         paths,
         data=data,
-        overwrite=True,
+        overwrite=overwrite,
         verbose=0 if quiet else 2,
         log=click.echo,
         profile=False,

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfrnn.config import TrainConfig
+from tfrnn.config import TrainConfig, read_toml
 from tfrnn.errors import ConfigError, Interrupted, TfrnnError
 from tfrnn.rundir import RunPaths
 from tfrnn.study import HW4_GRID
@@ -64,16 +63,22 @@ def product_grid(
 def load_grid(path: Path, **overrides) -> Grid:
     """A grid from a TOML file: shared settings at the top, then ``[[models]]`` tables or
     ``cells``/``units``/``layers`` lists (see README)."""
-    try:
-        spec = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"grid file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
-    name = spec.pop("name", Path(path).stem)
+    spec = read_toml(Path(path), "grid file")
+    name = check_name(spec.pop("name", Path(path).stem), str(path))
     preset = spec.pop("preset", "hw4")
     models = spec.pop("models", None)
-    lists = {k: spec.pop(k) for k in ("cells", "units", "layers") if isinstance(spec.get(k), list)}
+    if models is not None and not (isinstance(models, list) and all(isinstance(m, dict) for m in models)):
+        raise ConfigError(f"models in {path} must be [[models]] tables")
+    lists = {}
+    for key, kind, example in (("cells", str, '"gru"'), ("units", int, "32"), ("layers", int, "1")):
+        if key in spec:
+            value = spec.pop(key)
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{key} in {path} must be a non-empty list, e.g. {key} = [{example}]")
+            if not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                what = "names" if kind is str else "whole numbers"
+                raise ConfigError(f"{key} in {path} must list {what}, got {value!r}")
+            lists[key] = value
     shared = {**spec, **{k: v for k, v in overrides.items() if v is not None}}
     unknown = set(shared) - _CONFIG_KEYS
     if unknown:
@@ -90,11 +95,39 @@ def load_grid(path: Path, **overrides) -> Grid:
     return Grid(name, _configs(models, preset, shared))
 
 
-def _finished(run_dir: Path, config: dict) -> dict | None:
+def check_name(name: object, source: str) -> str:
+    """A grid's name names a report, never a place: no separators, no ``..``."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\"):
+        raise ConfigError(
+            f"the grid name {name!r} in {source} must be a plain name (no '/', '\\' or '..'); "
+            "choose the folder with --out"
+        )
+    return name
+
+
+def lock_file(out: Path) -> Path:
+    """The lock a comparison holds on its report folder while it runs."""
+    return out.parent / f".{out.name}.lock"
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse to write a report into a folder that holds something else than a tfrnn report."""
+    if out.exists() and (
+        not out.is_dir()
+        or (any(out.iterdir()) and not ((out / "runs").is_dir() or (out / "results.json").is_file()))
+    ):
+        raise TfrnnError(f"{out} exists and is not a tfrnn report folder: choose another --out")
+
+
+def _finished(run_dir: Path, config: dict, data_sha1: str) -> dict | None:
+    """The metrics of a finished run of ``config`` on the same text, else None."""
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
-        if metrics.get("config") == config:
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except ValueError:
+            return None
+        if metrics.get("config") == config and metrics.get("data", {}).get("sha1") == data_sha1:
             return metrics
     return None
 
@@ -115,8 +148,10 @@ def run_grid(
     grid: Grid, out: Path, data: Path | None = None, verbose: int | str = 2, log=print, strategy=None
 ) -> list[dict]:
     """Train every model of ``grid`` not already finished in ``out/runs``; returns results."""
-    from tfrnn.experiment import run_training
+    from tfrnn.data import Corpus
+    from tfrnn.experiment import run_identity, run_training
 
+    corpus = Corpus.load(data)
     out.mkdir(parents=True, exist_ok=True)
     results, started = [], time.perf_counter()
     trained_seconds = trained_cost = 0.0
@@ -126,7 +161,7 @@ def run_grid(
         elapsed = time.perf_counter() - started
         remaining = sum(_cost(c) for c in grid.configs[i - 1 :])
         eta = f", ETA {_format_seconds(trained_seconds / trained_cost * remaining)}" if trained_cost else ""
-        metrics = _finished(paths.final, cfg)
+        metrics = _finished(paths.final, cfg, corpus.fingerprint)
         if metrics is not None:
             log(f"[{i}/{len(grid.configs)}] {config.name}: finished earlier, kept")
             results.append(metrics)
@@ -138,7 +173,7 @@ def run_grid(
                 config,
                 paths,
                 data=data,
-                resume=paths.differences(cfg) == [],
+                resume=paths.differences(run_identity(config, corpus)) == [],
                 overwrite=True,
                 verbose=verbose,
                 log=lambda *_: None,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 from tfrnn.errors import ConfigError
 
@@ -130,6 +132,13 @@ class TrainConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        for name in ("dropout", "lr", "clip", "weight_decay", "ema", "weight_drop", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
+        for name in ("cell", "optimizer", "preset", "schedule", "dropout_at"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a name, got {getattr(self, name)!r}")
         if self.cell not in CELLS:
             raise ConfigError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -182,3 +191,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def read_toml(path: Path, what: str) -> dict:
+    """A TOML file as a dict, or a one-line error saying what is wrong with it."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

@@ -41,6 +41,13 @@ HW4_TRAIN_WINDOWS = 10_000
 HW4_VAL_WINDOWS = 5_000
 
 
+#: Token id of every byte value for the standard vocabulary (``<unk>`` for all but ' ', a-z).
+_ASCII_IDS = np.full(256, TOKENS.index(UNK), np.int32)
+for _i, _t in enumerate(TOKENS):
+    if len(_t) == 1:
+        _ASCII_IDS[ord(_t)] = _i
+
+
 def clean(text: str) -> str:
     """Collapse every run of non-letters to one space and lower-case (the study's rule)."""
     return _NON_LETTERS.sub(" ", text).lower()
@@ -59,7 +66,10 @@ class Vocab:
 
     def encode(self, text: str) -> np.ndarray:
         """Clean ``text`` and map it to int32 token ids."""
-        return np.array([self._index.get(c, self.unk) for c in clean(text)], dtype=np.int32)
+        cleaned = clean(text)
+        if self.tokens == TOKENS:  # cleaned text is ' ' and a-z only: map its bytes at once
+            return _ASCII_IDS[np.frombuffer(cleaned.encode("ascii"), np.uint8)]
+        return np.array([self._index.get(c, self.unk) for c in cleaned], dtype=np.int32)
 
     def decode(self, ids) -> str:
         """Map token ids back to text (``<unk>`` shows as ``?``)."""
@@ -115,22 +125,26 @@ def book_path() -> Path:
     return path
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file, refusing missing, empty, binary and non-UTF-8 files."""
+def read_text(path: str | os.PathLike, what: str = "data file") -> str:
+    """Read a UTF-8 text file, refusing missing, empty, binary and non-UTF-8 files
+    (``what`` names the file in the messages: a data file, a text file to score...)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     if not path.is_file():
-        raise DataError(f"data path is not a file: {path}")
-    raw = path.read_bytes()
+        raise DataError(f"{what} is not a file: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if not raw.strip():
-        raise DataError(f"data file is empty: {path}")
+        raise DataError(f"{what} is empty: {path}")
     if b"\x00" in raw:
-        raise DataError(f"data file looks binary, not text: {path}")
+        raise DataError(f"{what} looks binary, not text: {path}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file is not UTF-8 text (byte {exc.start}): {path}") from None
+        raise DataError(f"{what} is not UTF-8 text (byte {exc.start}): {path}") from None
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,11 @@ class Corpus:
     ids: np.ndarray
     source: str
     vocab: Vocab
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-1 of the cleaned text's token ids: what a run trained on, whatever the file."""
+        return hashlib.sha1(np.ascontiguousarray(self.ids, np.int32).tobytes()).hexdigest()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Corpus:

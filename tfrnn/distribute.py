@@ -20,6 +20,8 @@ from tfrnn.errors import ConfigError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 CPU_DEVICES_ENV = "TFRNN_CPU_DEVICES"
+#: How long a multi-worker task waits for the others (seconds).
+PEER_TIMEOUT_ENV = "TFRNN_PEER_TIMEOUT"
 
 
 def split_cpu() -> None:
@@ -52,15 +54,79 @@ def make_strategy(name: str):
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
+    peers = cluster_peers()
+    return wait_for_peers(tf.distribute.MultiWorkerMirroredStrategy, peers, peer_timeout())
+
+
+def cluster_peers() -> list[str]:
+    """The other tasks' addresses in ``$TF_CONFIG``, after checking it names this task."""
     cluster = os.environ.get("TF_CONFIG")
     if not cluster:
         raise ConfigError("--strategy multi-worker needs $TF_CONFIG (the cluster and this worker's task)")
     try:
-        task = json.loads(cluster)["task"]
-        task["type"], task["index"]
+        config = json.loads(cluster)
+        task, jobs = config["task"], config["cluster"]
+        kind, index = task["type"], int(task["index"])
+        addresses = jobs[kind]
     except (ValueError, KeyError, TypeError):
         raise ConfigError("$TF_CONFIG must be JSON with 'cluster' and 'task': {'type', 'index'}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    if not 0 <= index < len(addresses):
+        raise ConfigError(
+            f"$TF_CONFIG's task index {index} is outside its cluster ({len(addresses)} {kind} task(s))"
+        )
+    return [a for job, tasks in jobs.items() for i, a in enumerate(tasks) if (job, i) != (kind, index)]
+
+
+def peer_timeout() -> float:
+    """Seconds to wait for the other workers: ``$TFRNN_PEER_TIMEOUT`` (300)."""
+    value = os.environ.get(PEER_TIMEOUT_ENV, "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds != float("inf")):
+        raise ConfigError(f"${PEER_TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def wait_for_peers(create, peers: list[str], timeout: float):
+    """``create()`` (which waits for every peer to join), said aloud, bounded by ``timeout``
+    and stoppable with Ctrl-C or SIGTERM.
+
+    TensorFlow waits for the cluster inside C++ without letting Python run (no signal
+    handler, no other thread), so: SIGINT and SIGTERM take their default action (end the
+    process) while it waits, and a forked watchdog process ends it with one line when the
+    peers have not joined in time.
+    """
+    import select
+    import signal
+    import sys
+
+    print(f"waiting for the other workers ({', '.join(peers)}), up to {timeout:g} s...", flush=True)
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    parent = os.getpid()
+    watchdog = os.fork()
+    if watchdog == 0:  # the watchdog: no TensorFlow here, only a pipe, a clock and a kill
+        os.close(ready_w)
+        if not select.select([ready_r], [], [], timeout)[0]:
+            os.write(
+                2,
+                f"tfrnn: error: the other workers ({', '.join(peers)}) did not join within "
+                f"{timeout:g} s (${PEER_TIMEOUT_ENV} sets how long): start them with the same "
+                "command\n".encode(),
+            )
+            os.kill(parent, signal.SIGKILL)
+        os._exit(0)
+    os.close(ready_r)
+    saved = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return create()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        os.close(ready_w)  # tells the watchdog to stand down
+        os.waitpid(watchdog, 0)
 
 
 def is_chief(strategy) -> bool:

@@ -95,6 +95,15 @@ def run_training(
     if strategy is not None and not is_chief(strategy):
         return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla)
     paths.check(overwrite=overwrite, resume=resume)
+    with paths.lock():
+        paths.check(overwrite=overwrite, resume=resume)  # again, now that no one else can change it
+        return _train(
+            config, paths, data, resume, tensorboard, verbose, log, callbacks, profile, strategy, xla
+        )
+
+
+def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, profile, strategy, xla) -> dict:
+    """``run_training``'s work, with the run held by this process."""
     if resume and paths.completed_epochs() > config.epochs:
         raise ConfigError(
             f"the interrupted run in {paths.partial} already completed {paths.completed_epochs()} "
@@ -106,7 +115,7 @@ def run_training(
         f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
         + ", ".join(f"{k} {v:,} {splits.unit}" for k, v in splits.sizes.items())
     )
-    resumed = paths.begin(config.to_dict(), resume=resume)
+    resumed = paths.begin(run_identity(config, corpus), resume=resume)
     if resumed:
         log(f"resuming the interrupted run in {paths.partial}")
     from tfrnn.export import export_saved_model  # deferred: imports TensorFlow
@@ -134,7 +143,12 @@ def run_training(
     model = result.model
     history = read_history(result.history_csv)
     extra = {
-        "data": {"source": corpus.source, "characters": int(len(corpus.ids)), splits.unit_key: splits.sizes},
+        "data": {
+            "source": corpus.source,
+            "characters": int(len(corpus.ids)),
+            "sha1": corpus.fingerprint,
+            splits.unit_key: splits.sizes,
+        },
         "test_perplexity": None,
     }
     if splits.streams:
@@ -165,6 +179,12 @@ def run_training(
     return metrics
 
 
+def run_identity(config: TrainConfig, corpus) -> dict:
+    """What a run is: its configuration and the text it trains on (``data_sha1``, the
+    cleaned text's fingerprint). A run resumes, or counts as done, only when this matches."""
+    return {**config.to_dict(), "data_sha1": corpus.fingerprint}
+
+
 def tf_errors() -> type:
     """TensorFlow's error base class (imported only once TensorFlow is)."""
     import tensorflow as tf
@@ -181,6 +201,7 @@ def training_failed(exc: BaseException, paths: RunPaths) -> TfrnnError:
     if not done:
         paths.discard()
         return TfrnnError(f"training failed ({kind}: {reason}); nothing was kept")
+    paths.record_failure(f"{kind}: {reason}")
     return TfrnnError(
         f"training failed ({kind}: {reason}); the {done} completed epoch(s) are kept in "
         f"{paths.partial}: fix the cause and run the same command with --resume"
@@ -275,7 +296,7 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, 
 
     from tfrnn.train import fit
 
-    paths.check(overwrite=overwrite, resume=resume)  # fail together with the chief
+    paths.check(overwrite=overwrite, resume=resume, held_elsewhere=False)  # fail together with the chief
     work = worker_dir(paths, strategy)
     check_fits(config)
     corpus, splits = load_data(config, data)

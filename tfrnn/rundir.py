@@ -1,15 +1,22 @@
-"""Run folders: written whole or not at all.
+"""Run folders: written whole or not at all, by one process at a time, replacing only
+what tfrnn wrote.
 
 A run trains inside ``<parent>/.<name>.partial/`` (history and Keras backup state live
 there, so ``--resume`` can continue it) and is renamed to ``<parent>/<name>/`` only once
-every file of the finished run is in place.
+every file of the finished run is in place. While it trains, the process holds a lock on
+``<parent>/.<name>.lock``: a second process on the same run is refused in one line that
+names the first. ``--overwrite`` replaces a folder only when it is a tfrnn run (or empty).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +28,59 @@ DEFAULT_ROOT = Path("saved_models")
 BACKUP_DIR = "backup"
 BEST_WEIGHTS = "best.weights.h5"
 TRAINED_WEIGHTS = "trained.weights.h5"
+#: Written into the partial folder when training failed, with the reason.
+FAILED = "failed.txt"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder tfrnn wrote as a finished run (or an empty folder)."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and "config" in metrics and (path / "vocab.json").is_file()
+
+
+_HELD: set[Path] = set()  # the locks this process holds
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (naming this process) while the block runs;
+    refuse in one line, naming the holder, when another process holds it. Re-entrant
+    within one process."""
+    key = lock_file.absolute()
+    if key in _HELD:
+        yield
+        return
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise TfrnnError(f"cannot write in {lock_file.parent}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise TfrnnError(
+                f"{what} is in use by another tfrnn process (pid {holder}): wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            with contextlib.suppress(OSError):
+                lock_file.unlink()
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -35,17 +95,46 @@ class RunPaths:
     def config_file(self) -> Path:
         return self.partial / "config.json"
 
-    def check(self, overwrite: bool, resume: bool) -> None:
-        """Refuse to clobber a finished run or silently drop an interrupted one."""
-        if self.final.exists() and not overwrite:
-            raise TfrnnError(f"{self.final} already exists: pass --overwrite to replace it")
+    @property
+    def lock_file(self) -> Path:
+        return self.final.parent / f".{self.final.name}.lock"
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Hold the run for this process (``exclusive``)."""
+        return exclusive(self.lock_file, f"the run {self.final}")
+
+    def check(self, overwrite: bool, resume: bool, held_elsewhere: bool = True) -> None:
+        """Refuse to clobber a finished run, a folder tfrnn did not write, a run another
+        process holds (unless ``held_elsewhere`` is False: a multi-worker cluster's other
+        workers, while their chief holds it), or to silently drop an interrupted or failed one."""
         if self.final.exists() and not self.final.is_dir():
             raise TfrnnError(f"{self.final} exists and is not a folder")
+        if self.final.exists() and not is_run_folder(self.final):
+            raise TfrnnError(
+                f"{self.final} exists and is not a tfrnn run folder: tfrnn replaces only folders "
+                "it wrote; choose another --out"
+            )
+        if self.final.exists() and not overwrite:
+            raise TfrnnError(f"{self.final} already exists: pass --overwrite to replace it")
+        if held_elsewhere:
+            with self.lock():  # only to see whether another process holds the run now
+                pass
         if self.partial.exists() and not (resume or overwrite):
+            failed = self.partial / FAILED
+            if failed.is_file():
+                raise TfrnnError(
+                    f"the run in {self.partial} failed ({failed.read_text().strip()}): pass "
+                    "--resume to continue from its last completed epoch or --overwrite to start over"
+                )
             raise TfrnnError(
                 f"an interrupted run is in {self.partial}: pass --resume to continue it "
                 "or --overwrite to start over"
             )
+
+    def record_failure(self, reason: str) -> None:
+        """Note in the partial folder why the run failed (``check`` reports it)."""
+        if self.partial.is_dir():
+            (self.partial / FAILED).write_text(reason + "\n")
 
     def completed_epochs(self) -> int:
         """Epochs the interrupted run in the partial folder completed (0 if none)."""
@@ -72,8 +161,13 @@ class RunPaths:
                 what = ", ".join(differ)
                 raise ConfigError(f"cannot resume {self.partial}: it was started with other options ({what})")
             self.config_file.write_text(json.dumps(config, indent=2))
+            (self.partial / FAILED).unlink(missing_ok=True)
             return True
         if self.partial.exists():
+            if any(self.partial.iterdir()) and not (
+                self.config_file.is_file() or (self.partial / "history.csv").is_file()
+            ):
+                raise TfrnnError(f"{self.partial} holds files tfrnn did not write: move them away first")
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.config_file.write_text(json.dumps(config, indent=2))
@@ -86,7 +180,7 @@ class RunPaths:
     def commit(self) -> Path:
         """Move the finished partial folder into place, replacing an older run atomically."""
         shutil.rmtree(self.partial / BACKUP_DIR, ignore_errors=True)
-        for name in (BEST_WEIGHTS, TRAINED_WEIGHTS):
+        for name in (BEST_WEIGHTS, TRAINED_WEIGHTS, FAILED):
             (self.partial / name).unlink(missing_ok=True)
         self.config_file.unlink(missing_ok=True)
         old = self.final.parent / f".{self.final.name}.old"

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import socket
-import time
 from pathlib import Path
 
 from tfrnn.errors import ConfigError, TfrnnError
@@ -46,20 +45,37 @@ def configure_distribution(chief: str | None, worker: str | None, worker_id: str
     return "chief" if tuner_id == "chief" else "worker"
 
 
+def chief_timeout() -> float:
+    """Seconds a worker waits for its chief: ``$TFRNN_CHIEF_TIMEOUT`` (60)."""
+    value = os.environ.get("TFRNN_CHIEF_TIMEOUT", "60")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"$TFRNN_CHIEF_TIMEOUT must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _wait_for_chief(host: str, port: int) -> None:
-    """Fail in one line when no chief answers at HOST:PORT within $TFRNN_CHIEF_TIMEOUT s (60)."""
-    timeout = float(os.environ.get("TFRNN_CHIEF_TIMEOUT", "60"))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TfrnnError(
-                    f"no tuning chief answers at {host}:{port} (waited {timeout:.0f} s)"
-                ) from None
-            time.sleep(0.5)
+    """Fail in one line when no tuning chief answers at HOST:PORT within ``chief_timeout``.
+
+    The whole handshake counts: something must accept the connection *and* speak gRPC (a
+    plain TCP listener or a web server there never becomes ready).
+    """
+    import grpc
+
+    timeout = chief_timeout()
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise TfrnnError(
+            f"no tuning chief answers at {host}:{port} (waited {timeout:g} s; "
+            "$TFRNN_CHIEF_TIMEOUT sets how long)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def make_tuner(
@@ -106,6 +122,12 @@ def make_tuner(
 def check_project(directory: Path, project: str, space: SearchSpace, preset: str, overwrite: bool) -> None:
     """Refuse to resume a project made by a different search space or preset."""
     marker = directory / project / SPACE_FILE
+    folder = directory / project
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not marker.is_file())):
+        raise ConfigError(
+            f"{folder} exists and is not a tfrnn tuning project: tfrnn resumes or replaces only "
+            "projects it made; use another --project or --directory"
+        )
     current = json.dumps({"space": json.loads(space.to_json()), "preset": preset}, sort_keys=True)
     if marker.is_file() and not overwrite and marker.read_text() != current:
         raise ConfigError(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tfrnn.config import CELLS, OPTIMIZERS
+from tfrnn.config import CELLS, OPTIMIZERS, read_toml
 from tfrnn.errors import ConfigError
 
 #: Learning-rate ranges (log-uniform) per optimizer.
@@ -70,6 +69,26 @@ def parse_range(text: str, name: str, kind=int) -> tuple:
     return lo, hi
 
 
+#: The TOML form of each search-space key: a list of names, a [min, max] pair, or sizes.
+_KEY_FORMS = {
+    "cells": (str, None, 'cells = ["gru", "lstm"]'),
+    "optimizers": (str, None, 'optimizers = ["adam"]'),
+    "layers": (int, 2, "layers = [1, 3]"),
+    "units": (int, 2, "units = [32, 256]"),
+    "dropout": ((int, float), 2, "dropout = [0.0, 0.5]"),
+    "embeddings": (int, None, "embeddings = [16, 32]"),
+}
+
+
+def _space_value(key: str, value, file) -> tuple:
+    """A search-space file's value as the tuple ``SearchSpace`` takes, or a one-line error."""
+    kind, length, example = _KEY_FORMS[key]
+    ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    if not ok or (length is not None and len(value) != length):
+        raise ConfigError(f"{key} in {file} must be a list like {example}, got {value!r}")
+    return tuple(value)
+
+
 def space_from_options(
     cells: str | None = None,
     layers: str | None = None,
@@ -82,16 +101,11 @@ def space_from_options(
     """A space from a TOML file (keys as in ``SearchSpace``) narrowed by command-line options."""
     values: dict = {}
     if file is not None:
-        try:
-            values = tomllib.loads(Path(file).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"search-space file not found: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"search-space file {file} is not valid TOML: {exc}") from None
+        values = read_toml(Path(file), "search-space file")
         unknown = set(values) - set(SearchSpace.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown key(s) in {file}: {', '.join(sorted(unknown))}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        values = {k: _space_value(k, v, file) for k, v in values.items()}
     if cells:
         values["cells"] = tuple(c.strip() for c in cells.split(",") if c.strip())
     if optimizers:
