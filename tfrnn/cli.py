@@ -321,6 +321,8 @@ def fit(
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
+    if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
+        raise TfrnnError(f"--tensorboard {tensorboard} is a file, not a folder")
     _import_tensorflow_quietly()
     from tfrnn.experiment import run_training
 
