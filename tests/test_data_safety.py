@@ -235,3 +235,19 @@ def test_outputs_that_cannot_be_written_are_one_line(tmp_path):
     )
     assert_one_line_error(result, "--tensorboard")
     assert not (tmp_path / ".run.partial").exists() and not (tmp_path / "run").exists()
+
+
+def test_generate_zero_characters_and_damaged_or_read_only_exports(small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run["dir"], run)
+    assert run_cli("export", run).exit_code == 0
+    zero = run_cli("generate", run, "--chars", 0, "--prompt", "it has")
+    assert zero.exit_code == 0 and zero.stdout.strip() == "it has"
+    (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:1000])
+    assert_one_line_error(run_cli("export", run), "the run folder is damaged")
+    for metrics in ("{}", "not json"):
+        (run / "metrics.json").write_text(metrics)
+        assert_one_line_error(run_cli("profile", run), "the run folder is damaged")
+    assert_one_line_error(run_cli("profile", "--units", 1_000_000), "GiB available")

@@ -13,7 +13,19 @@ from tests.conftest import run_cli
 from tests.test_fit import read_csv
 
 #: A small, fast book model: 16 streams of 50 steps, 3 epochs.
-SMALL_BOOK = ["--preset", "book", "--cell", "lstm", "--units", 16, "--layers", 1, "--embedding", 8]
+SMALL_BOOK = [
+    "--preset",
+    "book",
+    "--cell",
+    "lstm",
+    "--units",
+    16,
+    "--layers",
+    1,
+    "--embedding",
+    8,
+    "--carry-state",
+]
 SMALL_BOOK += ["--batch-size", 16, "--num-steps", 50, "--no-profile", "-q"]
 
 
@@ -268,7 +280,8 @@ def test_book_defaults_are_the_measured_best():
     from tfrnn.config import TrainConfig
 
     config = TrainConfig.resolve("book")
-    assert config.carry_state and config.dropout_at == "all" and config.schedule == "cosine"
+    assert config.dropout_at == "all" and config.schedule == "cosine" and config.time_budget <= 15
+    assert TrainConfig.resolve("book", epochs=3).time_budget is None  # epochs asked for: no clock
     assert config.optimizer == "adamw" and config.weight_decay > 0
     assert TrainConfig.resolve("book", optimizer="sgd").weight_decay == 0
     hw4 = TrainConfig.resolve("hw4")

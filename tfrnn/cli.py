@@ -62,6 +62,8 @@ class FiniteFloat(click.FloatRange):
 
 
 FINITE = FiniteFloat()
+#: `tfrnn score` says how long it will take for texts longer than this; it times a sample.
+LONG_TEXT, SAMPLE = 100_000, 2_000
 POSITIVE = FiniteFloat(min=0, min_open=True)
 #: Seeds TensorFlow and NumPy both take.
 SEED = click.IntRange(0, 2**31 - 1)
@@ -504,6 +506,18 @@ def score(model, text_file, window, stride) -> None:
         raise TfrnnError(f"{text_file} has fewer than 2 characters after cleaning: nothing to score")
     _import_tensorflow_quietly()
     loaded = serving.load(model)
+    longest = max(len(t) for t in texts)
+    if longest > LONG_TEXT:  # say what it is doing, and for about how long
+        import time
+
+        started = time.perf_counter()
+        serving.score(loaded, [texts[0][:SAMPLE]])
+        rate = SAMPLE / max(time.perf_counter() - started, 1e-6)
+        click.echo(
+            f"scoring {sum(len(t) for t in texts):,} characters, each text read whole "
+            f"(about {longest / rate:,.0f} s)...",
+            err=True,
+        )
     result = serving.score(loaded, texts)
     total = sum(ce * n for ce, n in zip(result["cross_entropy"], result["characters"]))
     count = sum(result["characters"])
@@ -546,21 +560,33 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
       tfrnn profile --cell lstm --units 128
       tfrnn profile saved_models/gru-32
     """
-    import json
+    from tfrnn.memory import check_fits
+    from tfrnn.rundir import read_metrics
 
     training = None
     if run_dir is not None:
-        metrics_file = Path(run_dir) / "metrics.json"
-        if not metrics_file.is_file():
-            raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no metrics.json)")
-        metrics = json.loads(metrics_file.read_text())
-        config = TrainConfig(**metrics["config"])
+        metrics = read_metrics(Path(run_dir))
+        try:
+            config = TrainConfig(**metrics["config"])
+        except TypeError as exc:
+            raise TfrnnError(
+                f"{run_dir}/metrics.json holds a configuration tfrnn cannot read ({exc})"
+            ) from None
         training = metrics
     else:
         config = TrainConfig.resolve(preset, cell=cell, units=units, layers=layers, embedding=embedding)
+    check_fits(config)
     _import_tensorflow_quietly()
     from tfrnn import profile as prof
 
+    if not (training or {}).get("profile"):
+        from tfrnn.memory import parameter_count
+
+        click.echo(
+            f"profiling {config.name} ({parameter_count(config, 28):,} parameters): builds and counts "
+            "unrolled graphs, then times generation and scoring...",
+            err=True,
+        )
     figures = (training or {}).get("profile") or prof.profile_config(config).as_dict()
     speed = None if no_speed else (training or {}).get("speed") or prof.speed_of_config(config)
     rows = prof.report_rows(figures, speed, training)

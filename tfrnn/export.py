@@ -112,8 +112,13 @@ class TextModel(tf.Module):
                 nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
             out = out.write(i, nxt)
             logits, states = self._step(nxt, states)
-        chosen = tf.transpose(out.stack())  # [B, num_chars]; [0, B] when nothing to write
-        chosen = tf.reshape(chosen, [tf.shape(prompt)[0], num_chars])
+        batch = tf.shape(prompt)[0]
+        chosen = tf.cond(  # [B, num_chars]; an empty TensorArray cannot be stacked
+            num_chars > 0,
+            lambda: tf.transpose(out.stack()),
+            lambda: tf.zeros([batch, 0], tf.int32),
+        )
+        chosen = tf.reshape(chosen, [batch, num_chars])
         continuation = tf.strings.reduce_join(tf.gather(self.tokens, chosen), axis=-1)
         return {
             "text": tf.reshape(cleaned + continuation, shape),
@@ -176,12 +181,22 @@ def export_run(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file() or not (run_dir / "vocab.json").is_file():
         raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no model.keras and vocab.json)")
-    model = keras.saving.load_model(run_dir / "model.keras")
-    vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
+    try:
+        model = keras.saving.load_model(run_dir / "model.keras")
+        vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
+    except Exception as exc:  # a truncated zip, damaged JSON, ...: Keras raises many kinds
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise TfrnnError(
+            f"{run_dir}/model.keras cannot be loaded ({reason}): the run folder is damaged"
+        ) from None
     tmp = run_dir / f".{SAVED_MODEL_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_saved_model(model, vocab, tmp)
     final = run_dir / SAVED_MODEL_DIR
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        export_saved_model(model, vocab, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except (OSError, tf.errors.OpError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(getattr(exc, "message", exc)).split())[:160]
+        raise TfrnnError(f"cannot write the SavedModel into {run_dir}: {reason}") from None
     return final

@@ -9,7 +9,8 @@ importable), ../shared/bench/torch_reference.py for the same model, alternating 
 in one run, each in a fresh process. It prints per model: median seconds per epoch (the
 first epoch left out) for each, their ratio, validation perplexity after the same number
 of epochs, peak memory (RSS) of each process, and tfrnn's first epoch (building the step,
-and compiling it where XLA is on: see tfrnn.train.use_xla); then the same as JSON.
+and compiling it where XLA is on: see tfrnn.train.use_xla); then the same as JSON, with the
+CPU's model and the vector units that decide these speeds (tools/sysinfo.py).
 """
 
 from __future__ import annotations
@@ -171,6 +172,12 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sysinfo import cpu_info, cpu_summary
+
+    print(f"CPU: {cpu_summary()}")
+    for row in results:
+        row["cpu"] = cpu_info()
     head = (
         f"{'model':<10} {'tfrnn s/ep':>10} {'torch s/ep':>10} {'ratio':>6} {'tfrnn ppl':>9} "
         f"{'torch ppl':>9} {'tfrnn MiB':>9} {'torch MiB':>9} {'tfrnn 1st':>9}"
