@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,23 @@ def small_run(tmp_path_factory, book):
     result = run_cli("fit", "--cell", "gru", "--units", 8, "--epochs", 2, "--out", out, "--tensorboard", tb)
     assert result.exit_code == 0, result.output
     return {"dir": out, "tensorboard": tb, "output": result.output}
+
+
+@contextmanager
+def failing_in_epoch(epoch: int, error=KeyboardInterrupt):
+    """Inside the block, training raises ``error`` as epoch ``epoch`` (counted from 1) begins:
+    an interruption (Ctrl-C) or a failure at a known point of a run."""
+    from tfrnn import train
+
+    original = train.EpochTimer.on_epoch_begin
+
+    def fail(self, e, logs=None):
+        if e == epoch - 1:
+            raise error
+        original(self, e, logs)
+
+    train.EpochTimer.on_epoch_begin = fail
+    try:
+        yield
+    finally:
+        train.EpochTimer.on_epoch_begin = original

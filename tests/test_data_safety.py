@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli, subprocess_env
+from tests.conftest import failing_in_epoch, run_cli, subprocess_env
 from tests.test_errors import assert_one_line_error
 
 SLOW_FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "400", "--no-profile", "-q"]
@@ -68,18 +68,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
 def test_a_failed_run_says_it_failed(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from tfrnn import train
-
-    original = train.EpochTimer.on_epoch_begin
-
-    def fail_in_epoch_2(self, epoch, logs=None):
-        if epoch == 1:
-            raise tf.errors.InternalError(None, None, "disk on fire")
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", fail_in_epoch_2)
     args = ["fit", "--units", 8, "--epochs", 3, "--no-profile", "-q", "--out", tmp_path / "run"]
-    assert run_cli(*args).exit_code == 1
+    with failing_in_epoch(2, tf.errors.InternalError(None, None, "disk on fire")):
+        assert run_cli(*args).exit_code == 1
     assert_one_line_error(run_cli(*args), "failed (InternalError: disk on fire)")
 
 
@@ -93,21 +84,11 @@ def test_a_grid_name_is_a_name_not_a_place(tmp_path, monkeypatch, name):
 
 
 def test_resume_on_another_text_is_refused_and_compare_retrains(tmp_path, monkeypatch, book):
-    from tfrnn import train
-
     other = tmp_path / "other.txt"
     other.write_text(book.read_text()[::-1])  # same letters, another text
-    original = train.EpochTimer.on_epoch_begin
-
-    def interrupt_in_epoch_2(self, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_2)
-    args = ["fit", "--units", 8, "--epochs", 2, "--no-profile", "-q", "--out", tmp_path / "run"]
-    assert run_cli(*args).exit_code == 130
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    with failing_in_epoch(2):
+        args = ["fit", "--units", 8, "--epochs", 2, "--no-profile", "-q", "--out", tmp_path / "run"]
+        assert run_cli(*args).exit_code == 130
     assert_one_line_error(run_cli(*args, "--resume", "--data", other), "data_sha1")
     # compare: a model finished on one text is not "finished earlier" for another
     grid = ["compare", "--cells", "gru", "--units", 4, "--epochs", 1, "-q", "--out", tmp_path / "report"]
@@ -155,37 +136,27 @@ def test_a_tune_worker_gives_up_on_something_that_is_not_a_chief(tmp_path):
     assert bad.returncode == 1 and "$TFRNN_CHIEF_TIMEOUT must be a positive number" in bad.stderr
 
 
-GRIDS = {
-    "scalar units": ('cells = ["gru"]\nunits = 8\n', "units in"),
-    "text lr": ('lr = "fast"\ncells = ["gru"]\n', "--lr must be a number"),
-    "boolean layers": ('cells = ["gru"]\nlayers = [true]\n', "layers in"),
+GRID, SPACE = ["compare", "--grid"], ["tune", "--space"]
+WRONG_TYPES = {
+    "grid: scalar units": (GRID, 'cells = ["gru"]\nunits = 8\n', "units in"),
+    "grid: text lr": (GRID, 'lr = "fast"\ncells = ["gru"]\n', "--lr must be a number"),
+    "grid: boolean layers": (GRID, 'cells = ["gru"]\nlayers = [true]\n', "layers in"),
+    "space: string range": (SPACE, 'layers = "1-3"\n', "layers in"),
+    "space: names for numbers": (SPACE, 'units = ["a", "b"]\n', "units in"),
+    "space: three dropouts": (SPACE, "dropout = [0.1, 0.2, 0.3]\n", "dropout in"),
+    "space: scalar embeddings": (SPACE, "embeddings = 16\n", "embeddings in"),
+    "space: boolean layers": (SPACE, "layers = [true, true]\n", "layers in"),
+    "space: scalar cells": (SPACE, 'cells = "gru"\n', "cells in"),
 }
 
 
-@pytest.mark.parametrize("text, expected", GRIDS.values(), ids=GRIDS.keys())
-def test_grid_values_of_the_wrong_type_are_refused(tmp_path, text, expected):
-    grid = tmp_path / "grid.toml"
-    grid.write_text(text)
-    assert_one_line_error(run_cli("compare", "--grid", grid, "--out", tmp_path / "r"), expected)
-    assert not (tmp_path / "r").exists()
-
-
-SPACES = {
-    "string range": ('layers = "1-3"\n', "layers in"),
-    "names for numbers": ('units = ["a", "b"]\n', "units in"),
-    "three dropouts": ("dropout = [0.1, 0.2, 0.3]\n", "dropout in"),
-    "scalar embeddings": ("embeddings = 16\n", "embeddings in"),
-    "boolean layers": ("layers = [true, true]\n", "layers in"),
-    "scalar cells": ('cells = "gru"\n', "cells in"),
-}
-
-
-@pytest.mark.parametrize("text, expected", SPACES.values(), ids=SPACES.keys())
-def test_space_values_of_the_wrong_type_are_refused(tmp_path, text, expected):
-    space = tmp_path / "space.toml"
-    space.write_text(text)
-    assert_one_line_error(run_cli("tune", "--space", space, "--directory", tmp_path / "t"), expected)
-    assert not (tmp_path / "t").exists()
+@pytest.mark.parametrize("command, text, expected", WRONG_TYPES.values(), ids=WRONG_TYPES.keys())
+def test_grid_and_space_values_of_the_wrong_type_are_refused(tmp_path, command, text, expected):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text)
+    result = run_cli(*command, spec, "--out" if command == GRID else "--directory", tmp_path / "out")
+    assert_one_line_error(result, expected)
+    assert not (tmp_path / "out").exists()
 
 
 def test_files_that_are_not_what_they_should_be(tmp_path):

@@ -189,3 +189,27 @@ def test_cli_rejects_paths_that_are_not_models(tmp_path):
     assert_one_line_error(
         run_cli("score", tmp_path, "--text-file", ROOT / "README.md"), "not a tfrnn run folder"
     )
+
+
+def test_score_aggregates_windows_by_characters(small_run, tmp_path):
+    import math
+
+    from tfrnn import serving
+
+    loaded = serving.load(small_run["dir"])
+    text = "the time traveller for so it will be convenient to speak of him " * 3
+    texts = serving.windows(text, 40, 25)
+    assert texts[1] == text[25:66] and all(len(t) == 41 for t in texts)
+    per_text = serving.score(loaded, texts)
+    expected = sum(ce * n for ce, n in zip(per_text["cross_entropy"], per_text["characters"])) / (
+        40 * len(texts)
+    )
+    result = serving.score_texts(loaded, texts)
+    assert result["characters"] == 40 * len(texts)
+    assert result["cross_entropy"] == pytest.approx(expected, rel=1e-6)
+    assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
+    (tmp_path / "t.txt").write_text(text)
+    cli = run_cli(
+        "score", small_run["dir"], "--text-file", tmp_path / "t.txt", "--window", 40, "--stride", 25
+    )
+    assert f"perplexity {math.exp(expected):.3f}" in cli.stdout and f"in {len(texts)} text(s)" in cli.stdout

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import failing_in_epoch, run_cli
 
 RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
 
@@ -199,20 +199,11 @@ def test_fit_help_documents_every_option():
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     """Interrupted in epoch 3 and resumed, a run trains on the same batches in the same
     order with the same dropout masks as one that was never interrupted."""
-    from tfrnn import train
 
     args = ["fit", "--cell", "gru", "--units", 8, "--layers", 2, "--epochs", 4, "-q", "--no-profile"]
     assert run_cli(*args, "--out", tmp_path / "whole").exit_code == 0
-    original = train.EpochTimer.on_epoch_begin
-
-    def interrupt_in_epoch_3(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_3)
-    assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    with failing_in_epoch(3):
+        assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
     assert run_cli(*args, "--out", tmp_path / "split", "--resume").exit_code == 0
     whole, split = (read_csv(tmp_path / name / "history.csv") for name in ("whole", "split"))
     assert len(whole) == len(split) == 4

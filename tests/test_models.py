@@ -84,3 +84,28 @@ def test_each_cell_builds_and_trains_a_few_steps(cell, embedding):
     assert history["loss"][-1] < history["loss"][0]
     assert np.exp(history["loss"][-1]) == pytest.approx(history["perplexity"][-1], rel=1e-4)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_importing_tfrnn_leaves_the_process_as_it_was(tmp_path):
+    """No environment variable set, no matplotlib backend switched (a notebook keeps its own)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    code = f"""
+import os, matplotlib
+matplotlib.use("svg")
+before = dict(os.environ)
+import tfrnn, tfrnn.train, tfrnn.experiment, tfrnn.report, tuner.search
+from tfrnn.plots import plot_curves
+plot_curves([dict(epoch=1, perplexity=3.0, val_perplexity=4.0)], {str(tmp_path / "c.png")!r}, "t")
+assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+print("ok")
+"""
+    env = subprocess_env()
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import failing_in_epoch, run_cli
 from tests.test_errors import assert_one_line_error
 from tests.test_fit import read_csv
 
@@ -51,20 +51,10 @@ def test_a_tensorflow_failure_ends_in_one_line_and_leaves_nothing(tmp_path, monk
 def test_a_tensorflow_failure_after_an_epoch_keeps_it_for_resume(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from tfrnn import train
-
-    original = train.EpochTimer.on_epoch_begin
-
-    def fail_in_epoch_2(self, epoch, logs=None):
-        if epoch == 1:
-            raise tf.errors.InternalError(None, None, "something broke")
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", fail_in_epoch_2)
-    result = run_cli("fit", *QUICK, "--out", tmp_path / "run")
-    assert_one_line_error(result, "1 completed epoch(s) are kept")
-    assert "--resume" in result.stderr and (tmp_path / ".run.partial").is_dir()
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    with failing_in_epoch(2, tf.errors.InternalError(None, None, "something broke")):
+        result = run_cli("fit", *QUICK, "--out", tmp_path / "run")
+        assert_one_line_error(result, "1 completed epoch(s) are kept")
+        assert "--resume" in result.stderr and (tmp_path / ".run.partial").is_dir()
     assert run_cli("fit", *QUICK, "--out", tmp_path / "run", "--resume").exit_code == 0
 
 
@@ -119,19 +109,9 @@ def test_download_error_keeps_its_cause(tmp_path, monkeypatch):
 
 
 def test_resume_with_fewer_epochs_than_completed_is_refused(tmp_path, monkeypatch):
-    from tfrnn import train
-
-    original = train.EpochTimer.on_epoch_begin
-
-    def interrupt_in_epoch_3(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_3)
-    args = ["fit", "--cell", "gru", "--units", 8, "-q", "--no-profile", "--out", tmp_path / "run"]
-    assert run_cli(*args, "--epochs", 4).exit_code == 130
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    with failing_in_epoch(3):
+        args = ["fit", "--cell", "gru", "--units", 8, "-q", "--no-profile", "--out", tmp_path / "run"]
+        assert run_cli(*args, "--epochs", 4).exit_code == 130
     assert_one_line_error(run_cli(*args, "--epochs", 1, "--resume"), "already completed 2 epochs")
     assert (tmp_path / ".run.partial").is_dir()  # still there to resume
     result = run_cli(*args, "--epochs", 2, "--resume")  # as many as completed: finishes at once

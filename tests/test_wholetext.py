@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import failing_in_epoch, run_cli
 from tests.test_fit import read_csv
 
 #: A small, fast book model: 16 streams of 50 steps, 3 epochs.
@@ -164,21 +164,11 @@ def test_carried_state_batches_continue_each_other(book):
 
 
 def test_resumed_carried_state_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    from tfrnn import train
-
     args = ["fit", *SMALL_BOOK, "--epochs", 3]
     whole = run_cli(*args, "--out", tmp_path / "whole")
     assert whole.exit_code == 0, whole.output
-    original = train.EpochTimer.on_epoch_begin
-
-    def interrupt_in_epoch_3(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", interrupt_in_epoch_3)
-    assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
-    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", original)
+    with failing_in_epoch(3):
+        assert run_cli(*args, "--out", tmp_path / "split").exit_code == 130
     resumed = run_cli(*args, "--out", tmp_path / "split", "--resume")
     assert resumed.exit_code == 0, resumed.output
     a, b = (read_csv(tmp_path / name / "history.csv") for name in ("whole", "split"))

@@ -36,7 +36,7 @@ def _import_tensorflow_quietly() -> None:
         import tensorflow  # noqa: F401
 
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's own errors still show
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -62,8 +62,8 @@ class FiniteFloat(click.FloatRange):
 
 
 FINITE = FiniteFloat()
-#: `tfrnn score` says how long it will take for texts longer than this; it times a sample.
-LONG_TEXT, SAMPLE = 100_000, 2_000
+#: `tfrnn score` says how long it will take for texts longer than this.
+LONG_TEXT = 100_000
 POSITIVE = FiniteFloat(min=0, min_open=True)
 #: Seeds TensorFlow and NumPy both take.
 SEED = click.IntRange(0, 2**31 - 1)
@@ -492,40 +492,21 @@ def score(model, text_file, window, stride) -> None:
 
     serving.resolve_saved_model(model)
     text = clean(read_text(text_file, "text file"))
-    if window is not None or stride is not None:
-        window = 32 if window is None else window
-        stride = window if stride is None else stride
-        if window <= 0 or stride <= 0:
-            raise TfrnnError("--window and --stride must be positive integers")
-        texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
-        if not texts:
-            raise TfrnnError(f"{text_file} is shorter than one window of {window + 1} characters")
-    else:
-        texts = [text]
-    if len(text) < 2:
-        raise TfrnnError(f"{text_file} has fewer than 2 characters after cleaning: nothing to score")
+    texts = serving.windows(text, window, stride)  # checks the options and the text's length
     _import_tensorflow_quietly()
     loaded = serving.load(model)
     longest = max(len(t) for t in texts)
     if longest > LONG_TEXT:  # say what it is doing, and for about how long
-        import time
-
-        started = time.perf_counter()
-        serving.score(loaded, [texts[0][:SAMPLE]])
-        rate = SAMPLE / max(time.perf_counter() - started, 1e-6)
+        seconds = serving.scoring_seconds(loaded, texts[0], longest)
         click.echo(
             f"scoring {sum(len(t) for t in texts):,} characters, each text read whole "
-            f"(about {longest / rate:,.0f} s)...",
+            f"(about {seconds:,.0f} s)...",
             err=True,
         )
-    result = serving.score(loaded, texts)
-    total = sum(ce * n for ce, n in zip(result["cross_entropy"], result["characters"]))
-    count = sum(result["characters"])
-    import math
-
+    result = serving.score_texts(loaded, texts)
     click.echo(
-        f"{count:,} characters in {len(texts):,} text(s): cross-entropy {total / count:.4f} nats, "
-        f"perplexity {math.exp(total / count):.3f}"
+        f"{result['characters']:,} characters in {len(texts):,} text(s): cross-entropy "
+        f"{result['cross_entropy']:.4f} nats, perplexity {result['perplexity']:.3f}"
     )
 
 
@@ -580,11 +561,12 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
     from tfrnn import profile as prof
 
     if not (training or {}).get("profile"):
+        from tfrnn.data import VOCAB_SIZE
         from tfrnn.memory import parameter_count
 
         click.echo(
-            f"profiling {config.name} ({parameter_count(config, 28):,} parameters): builds and counts "
-            "unrolled graphs, then times generation and scoring...",
+            f"profiling {config.name} ({parameter_count(config, VOCAB_SIZE):,} parameters): builds and "
+            "counts unrolled graphs, then times generation and scoring...",
             err=True,
         )
     figures = (training or {}).get("profile") or prof.profile_config(config).as_dict()
@@ -945,6 +927,9 @@ def tune(
 
 def main() -> None:
     """Console-script entry point."""
+    import tfrnn
+
+    tfrnn.use_bfc_allocator()  # before TensorFlow starts
     cli(prog_name="tfrnn")
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfrnn.config import TrainConfig, read_toml
+from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError, Interrupted, TfrnnError
 from tfrnn.rundir import RunPaths
-from tfrnn.study import HW4_GRID
+from tfrnn.study import HW4_GRID, PROMPTS
 
-PROMPTS = ("it has", "we are always", "he looked across")
 _CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__ if f != "preset"}
 
 
@@ -136,7 +136,7 @@ def _cost(config: TrainConfig) -> float:
     """Rough relative training cost, for the ETA: per-step MACs plus a fixed overhead."""
     from tfrnn.profile import study_macs
 
-    per_step = study_macs(config.cell, config.units, config.layers, config.embedding or 28, steps=1)
+    per_step = study_macs(config.cell, config.units, config.layers, config.embedding or VOCAB_SIZE, steps=1)
     return config.epochs * (per_step + 20_000) + 100_000  # + export and generation
 
 
@@ -214,7 +214,7 @@ def result_rows(results: list[dict]) -> list[dict]:
             "error": m.get("failed", ""),
         }
         study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" else {}
-        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or 28)
+        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or VOCAB_SIZE)
         if "failed" not in m:
             p = m["parameters"]
             row.update(

@@ -34,7 +34,12 @@ CACHE_ENV = "TFRNN_CACHE_DIR"
 
 UNK = "<unk>"
 TOKENS: tuple[str, ...] = (" ", UNK, *string.ascii_lowercase)
-_NON_LETTERS = re.compile("[^A-Za-z]+")
+#: The vocabulary's size (28): every text, every model.
+VOCAB_SIZE = len(TOKENS)
+#: The study's cleaning rule: every run of these becomes one space, then lower-case. Python
+#: (``clean``) and the exported graph (``tfrnn.export``) use this one pattern.
+NON_LETTERS = "[^A-Za-z]+"
+_NON_LETTERS = re.compile(NON_LETTERS)
 
 # The study's split of the hw4 preset: windows 0-9,999 train, 10,000-14,999 validation.
 HW4_TRAIN_WINDOWS = 10_000
@@ -76,7 +81,7 @@ class Vocab:
         return "".join("?" if i == self.unk else self.tokens[i] for i in np.asarray(ids).ravel())
 
     def to_json(self) -> str:
-        return json.dumps({"tokens": list(self.tokens), "cleaning": "[^A-Za-z]+ -> ' ', lower"})
+        return json.dumps({"tokens": list(self.tokens), "cleaning": f"{NON_LETTERS} -> ' ', lower"})
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfrnn.data import UNK, Vocab
+from tfrnn.data import NON_LETTERS, UNK, Vocab
 from tfrnn.models import recurrent_layers
 from tfrnn.serving import MAX_CHARS
 
@@ -56,7 +56,7 @@ class TextModel(tf.Module):
     # -- building blocks -------------------------------------------------------------
     def _encode(self, text):
         """Clean (the study's rule) and map to ids: dense ``[B, T]`` ids and lengths ``[B]``."""
-        cleaned = tf.strings.lower(tf.strings.regex_replace(text, "[^A-Za-z]+", " "))
+        cleaned = tf.strings.lower(tf.strings.regex_replace(text, NON_LETTERS, " "))
         chars = tf.strings.bytes_split(cleaned)
         ids = tf.ragged.map_flat_values(self.table.lookup, chars)
         return cleaned, ids.to_tensor(default_value=0), tf.cast(ids.row_lengths(), tf.int32)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfrnn.data import Vocab
-
-#: The study's three prompts.
-STUDY_PROMPTS = ("it has", "we are always", "he looked across")
+from tfrnn.study import PROMPTS
 
 
 def prompt_ids(vocab: Vocab, prompt: str) -> np.ndarray:
@@ -39,4 +37,4 @@ def greedy_continuation(model, vocab: Vocab, prompt: str, num_chars: int = 20) -
 
 def study_continuations(model, vocab: Vocab, num_chars: int = 20) -> dict[str, str]:
     """Greedy continuations of the study's three prompts."""
-    return {p: greedy_continuation(model, vocab, p, num_chars) for p in STUDY_PROMPTS}
+    return {p: greedy_continuation(model, vocab, p, num_chars) for p in PROMPTS}

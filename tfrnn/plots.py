@@ -19,27 +19,26 @@ def figure(
     ylog: bool = False,
     legend_size: int | None = None,
 ) -> Iterator:
-    """Yield a matplotlib axis; on exit label it, add grid and legend, and save a PNG."""
-    import matplotlib
+    """Yield a matplotlib axis; on exit label it, add grid and legend, and save a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's ``Figure`` directly (no pyplot, no backend switch): a notebook's
+    backend is left as it is, and nothing stays open.
+    """
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    try:
-        yield ax
-        if xlog:
-            ax.set_xscale("log", base=10 if xlog is True else xlog)
-        if ylog:
-            ax.set_yscale("log")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=legend_size)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    yield ax
+    if xlog:
+        ax.set_xscale("log", base=10 if xlog is True else xlog)
+    if ylog:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:

@@ -57,6 +57,22 @@ def _loop(step, inputs: list[tf.Tensor], carry: tf.Tensor, reverse: bool = False
     return carry, out.stack()
 
 
+def _standard_form(layer: kl.RNN, mask) -> bool:
+    """The layer in the form the fused loops implement: TensorFlow backend, tanh, biases,
+    no cell dropout, forward, not unrolled, no mask."""
+    cell = layer.cell
+    return (
+        keras.backend.backend() == "tensorflow"
+        and mask is None
+        and not layer.go_backwards
+        and not layer.unroll
+        and not cell.dropout
+        and not cell.recurrent_dropout
+        and cell.use_bias
+        and cell.activation is keras.activations.tanh
+    )
+
+
 # --- SimpleRNN: h = tanh(x W + b + h U)
 
 
@@ -91,17 +107,7 @@ class SimpleRNN(kl.SimpleRNN):
     """``keras.layers.SimpleRNN`` with the fused CPU loop (see the module docstring)."""
 
     def _fused_applies(self, mask) -> bool:
-        cell = self.cell
-        return (
-            keras.backend.backend() == "tensorflow"
-            and mask is None
-            and not self.go_backwards
-            and not self.unroll
-            and not cell.dropout
-            and not cell.recurrent_dropout
-            and cell.use_bias
-            and cell.activation is keras.activations.tanh
-        )
+        return _standard_form(self, mask)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self._fused_applies(mask):
@@ -187,20 +193,12 @@ class LSTM(kl.LSTM):
             self.weight_drop_seed = keras.random.SeedGenerator()
 
     def _fused_applies(self, sequences, mask, training) -> bool:
-        cell = self.cell
         return (
             training
             and sequences.shape[-1] >= FUSED_LSTM_MIN_INPUT
-            and keras.backend.backend() == "tensorflow"
             and sequences.shape[1] is not None
-            and mask is None
-            and not self.go_backwards
-            and not self.unroll
-            and not cell.dropout
-            and not cell.recurrent_dropout
-            and cell.use_bias
-            and cell.activation is keras.activations.tanh
-            and cell.recurrent_activation is keras.activations.sigmoid
+            and _standard_form(self, mask)
+            and self.cell.recurrent_activation is keras.activations.sigmoid
             and not tf.config.list_logical_devices("GPU")
         )
 

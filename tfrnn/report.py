@@ -8,10 +8,10 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tfrnn.compare import PROMPTS, families, ranks
+from tfrnn.compare import families, ranks
 from tfrnn.plots import CELL_COLOURS, figure
 from tfrnn.rundir import read_history
-from tfrnn.study import STUDY_RANKS
+from tfrnn.study import PROMPTS, STUDY_RANKS
 
 
 def _slug(title: str) -> str:

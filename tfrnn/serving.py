@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 from tfrnn.errors import TfrnnError
@@ -59,3 +61,37 @@ def score(loaded, texts: list[str]) -> dict[str, list]:
     """Per-text mean cross-entropy (nats per character), perplexity and characters predicted."""
     out = loaded.score(texts)
     return {k: v.numpy().tolist() for k, v in out.items()}
+
+
+def windows(text: str, window: int | None = None, stride: int | None = None) -> list[str]:
+    """The texts ``tfrnn score`` reads: ``text`` whole, or its ``window + 1``-character windows
+    every ``stride`` characters (defaults 32 and ``window``), each from a zero state."""
+    if window is None and stride is None:
+        texts = [text]
+    else:
+        window = 32 if window is None else window
+        stride = window if stride is None else stride
+        if window <= 0 or stride <= 0:
+            raise TfrnnError("--window and --stride must be positive integers")
+        texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
+        if not texts:
+            raise TfrnnError(f"the text is shorter than one window of {window + 1} characters")
+    if len(text) < 2:
+        raise TfrnnError("the text has fewer than 2 characters after cleaning: nothing to score")
+    return texts
+
+
+def score_texts(loaded, texts: list[str]) -> dict:
+    """Cross-entropy (nats per predicted character) and perplexity over all ``texts``
+    together: a mean over every predicted character, not over texts."""
+    result = score(loaded, texts)
+    total = sum(ce * n for ce, n in zip(result["cross_entropy"], result["characters"]) if n)
+    count = sum(result["characters"])
+    return {"characters": count, "cross_entropy": total / count, "perplexity": math.exp(total / count)}
+
+
+def scoring_seconds(loaded, text: str, length: int, sample: int = 2_000) -> float:
+    """About how long scoring ``length`` characters from one state takes (a timed sample)."""
+    started = time.perf_counter()
+    score(loaded, [text[:sample]])
+    return length * (time.perf_counter() - started) / min(sample, len(text))

@@ -32,6 +32,8 @@ TFRNN_CHILD = """
 import json, os, sys, tempfile
 from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tfrnn
+tfrnn.use_bfc_allocator()  # as the tfrnn command does, before TensorFlow
 from tfrnn.config import TrainConfig
 from tfrnn.experiment import load_data
 from tfrnn.train import fit, use_xla

@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tfrnn  # noqa: E402, F401  (before TensorFlow: its allocator setting)
+import tfrnn  # noqa: E402
+
+tfrnn.use_bfc_allocator()  # before TensorFlow
 from tools.bench import parse_model  # noqa: E402
 
 
