@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # XLA compiling costs 10-20 s per model: too slow for a suite of short fits. tests/test_speed.py
 # turns it on where it is the subject.
 os.environ.setdefault("TFRNN_XLA", "off")
+# TensorFlow Datasets prepares data under $TFDS_DATA_DIR (read once, when it is imported): the
+# suite's go to a folder of its own, never to the user's ~/tensorflow_datasets.
+TFDS_DIR = tempfile.mkdtemp(prefix="tfrnn-tests-tfds-")
+os.environ["TFDS_DATA_DIR"] = TFDS_DIR
+atexit.register(shutil.rmtree, TFDS_DIR, True)
 
 
 def subprocess_env(**extra: str) -> dict:
@@ -68,3 +76,23 @@ def failing_in_epoch(epoch: int, error=KeyboardInterrupt):
         yield
     finally:
         train.EpochTimer.on_epoch_begin = original
+
+
+def keras_continuation(model, prompt: str, num_chars: int = 20) -> str:
+    """Reference greedy generation, independent of tfrnn's in-graph loop: the Keras model
+    reads the whole sequence again for every character (the same as carrying the state)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrnn.data import Vocab
+
+    last_logits = tf.function(
+        lambda x: model(x, training=False)[0, -1], input_signature=[tf.TensorSpec([1, None], tf.int32)]
+    )
+    vocab = Vocab()
+    ids = list(vocab.encode(prompt)) or [0]  # an empty prompt starts from a space
+    out = []
+    for _ in range(num_chars):
+        out.append(int(np.argmax(last_logits(tf.constant([ids], tf.int32)))))
+        ids.append(out[-1])
+    return vocab.decode(out)

@@ -48,6 +48,34 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+class DataSource(click.ParamType):
+    """``--data``: a text file's path, or ``tfds:NAME[/CONFIG][:SPLIT][#FEATURE]``."""
+
+    name = "PATH|tfds:NAME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path) or value.startswith("tfds:"):
+            return value
+        return Path(value)
+
+
+DATA = DataSource()
+DATA_HELP = (
+    "A UTF-8 text file, or a TensorFlow Datasets text dataset as tfds:NAME[/CONFIG][:SPLIT]"
+    "[#FEATURE] (its train/validation/test splits become the book preset's parts)."
+)
+
+
+def _check_data(data) -> None:
+    """Read the data once, so that a bad source stops before anything is written."""
+    from tfrnn.data import Corpus
+    from tfrnn.tfds_source import is_tfds
+
+    if is_tfds(data):  # tensorflow_datasets imports TensorFlow
+        _import_tensorflow_quietly()
+    Corpus.load(data)
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that also refuses ``nan`` and ``inf`` (``FloatRange`` lets ``nan`` through).
 
@@ -249,10 +277,10 @@ def _hw4(key: str, missing: str = "") -> str:
 )
 @click.option(
     "--data",
-    type=click.Path(path_type=Path),
+    type=DATA,
     default=None,
-    help="A UTF-8 text file to train on.  [default: The Time Machine, downloaded "
-    "once and checked against its SHA-1, or $TFRNN_DATA if set]",
+    help=f"{DATA_HELP}  [default: The Time Machine, downloaded once and checked against its "
+    "SHA-1, or $TFRNN_DATA if set]",
 )
 @click.option(
     "--out",
@@ -313,6 +341,7 @@ def fit(
       tfrnn fit --preset book                       # the best whole-book model for ~15 min
       tfrnn fit --preset book --cell lstm --units 256 --embedding 64 --time-budget 5
       tfrnn fit --preset book --init-from saved_models/lstm-2x512-book --data my.txt --epochs 5
+      tfrnn fit --preset book --data tfds:tiny_shakespeare   # its own train/validation/test
     """
     if init_from is not None:
         from tfrnn.experiment import architecture_of
@@ -608,12 +637,7 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
     help="Training preset of an options grid.  [default: hw4]",
 )
 @click.option("--epochs", type=int, default=None, help="Override every model's epochs (a quick look).")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A UTF-8 text file instead of The Time Machine.",
-)
+@click.option("--data", type=DATA, default=None, help=f"{DATA_HELP}  [default: The Time Machine]")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
@@ -658,9 +682,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     else:
         grid = cmp.load_grid(Path(grid_spec), epochs=epochs, **({"preset": preset} if preset else {}))
     out = out if out is not None else Path("reports") / grid.name
-    from tfrnn.data import Corpus
-
-    Corpus.load(data)  # a bad data file stops here, before anything is written
+    _check_data(data)  # a bad data source stops here, before anything is written
     cmp.check_report_folder(out)
     click.get_current_context().with_resource(exclusive(cmp.lock_file(out), f"the report {out}"))
     _import_tensorflow_quietly()
@@ -777,7 +799,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     help="Run folder of the retrained best model.  [default: saved_models/tuned-NAME]",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed of data and search.")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="A UTF-8 text file to tune on.")
+@click.option("--data", type=DATA, default=None, help=f"{DATA_HELP}  [default: The Time Machine]")
 @click.option(
     "--chief",
     default=None,
@@ -844,9 +866,7 @@ def tune(
         optimizers = PRESET_DEFAULTS[preset]["optimizer"]
     space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)
     role = configure_distribution(chief, worker, worker_id)
-    from tfrnn.data import Corpus
-
-    Corpus.load(data)  # a bad data file stops here
+    _check_data(data)  # a bad data source stops here
     if out is not None and role != "worker":  # the retrained model's folder, before the search
         RunPaths(out).check(overwrite=overwrite, resume=False)
     if role != "worker":

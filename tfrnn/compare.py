@@ -270,14 +270,14 @@ def unigram_perplexity(data: Path | None, preset: str, num_steps: int) -> float:
     the level at which a model has learned nothing but letter counts ("stalled")."""
     import numpy as np
 
-    from tfrnn.data import Corpus, book_parts, hw4_windows
+    from tfrnn.data import Corpus, hw4_windows
 
-    ids = Corpus.load(data).ids
+    corpus = Corpus.load(data)
     if preset == "hw4":
-        parts = hw4_windows(ids, num_steps)
+        parts = hw4_windows(corpus.ids, num_steps)
         train, val = parts["train"][1][:, -1], parts["val"][1].ravel()
     else:
-        parts = book_parts(ids, num_steps)
+        parts = corpus.book_parts(num_steps)
         train, val = parts["train"], parts["val"]
     counts = np.bincount(train, minlength=28) + 1.0  # add-one smoothing
     logp = np.log(counts / counts.sum())

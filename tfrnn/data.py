@@ -154,26 +154,51 @@ def read_text(path: str | os.PathLike, what: str = "data file") -> str:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A cleaned text as token ids, and where it came from."""
+    """A cleaned text as token ids, and where it came from.
+
+    ``bounds`` are where a source's own validation and test parts start in ``ids`` (a TFDS
+    dataset with those splits); None lets the preset split the text itself.
+    """
 
     ids: np.ndarray
     source: str
     vocab: Vocab
+    bounds: tuple[int, int] | None = None
 
     @property
     def fingerprint(self) -> str:
-        """SHA-1 of the cleaned text's token ids: what a run trained on, whatever the file."""
-        return hashlib.sha1(np.ascontiguousarray(self.ids, np.int32).tobytes()).hexdigest()
+        """SHA-1 of the cleaned text's token ids (and of its parts' bounds, if it has them):
+        what a run trained on, whatever the file."""
+        digest = hashlib.sha1(np.ascontiguousarray(self.ids, np.int32).tobytes())
+        if self.bounds is not None:
+            digest.update(repr(self.bounds).encode())
+        return digest.hexdigest()
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> Corpus:
-        """Load ``path``, or the verified book when ``path`` is None."""
-        path = Path(path) if path is not None else book_path()
+    def load(cls, source: str | os.PathLike | None = None) -> Corpus:
+        """Load ``source``: a text file, a ``tfds:`` dataset (``tfrnn.tfds_source``), or the
+        verified book when None."""
+        from tfrnn.tfds_source import is_tfds
+
         vocab = Vocab()
-        ids = vocab.encode(read_text(path))
+        bounds = None
+        if is_tfds(source):
+            from tfrnn.tfds_source import load_texts
+
+            parts = [vocab.encode(text) for text in load_texts(source).values()]
+            ids = np.concatenate(parts)
+            if len(parts) == 3:
+                bounds = (len(parts[0]), len(parts[0]) + len(parts[1]))
+        else:
+            source = Path(source) if source is not None else book_path()
+            ids = vocab.encode(read_text(source))
         if not (ids > vocab.unk).any():
-            raise DataError(f"data file has no letters A-Z to learn from: {path}")
-        return cls(ids=ids, source=str(path), vocab=vocab)
+            raise DataError(f"data has no letters A-Z to learn from: {source}")
+        return cls(ids=ids, source=str(source), vocab=vocab, bounds=bounds)
+
+    def book_parts(self, num_steps: int) -> dict[str, np.ndarray]:
+        """The book preset's train/validation/test parts: the source's own, else 90/5/5."""
+        return book_parts(self.ids, num_steps, self.bounds)
 
 
 @dataclass(frozen=True)
@@ -286,10 +311,13 @@ def hw4_windows(ids: np.ndarray, num_steps: int) -> dict[str, tuple[np.ndarray, 
     }
 
 
-def book_parts(ids: np.ndarray, num_steps: int) -> dict[str, np.ndarray]:
-    """Contiguous 90/5/5 train/validation/test parts of the whole text."""
+def book_parts(
+    ids: np.ndarray, num_steps: int, bounds: tuple[int, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Contiguous train/validation/test parts of the whole text: 90/5/5, or cut at ``bounds``
+    (where validation and test start)."""
     n = len(ids)
-    a, b = int(0.9 * n), int(0.95 * n)
+    a, b = bounds if bounds is not None else (int(0.9 * n), int(0.95 * n))
     parts = {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
     for name, part in parts.items():
         if len(part) < num_steps + 1:
@@ -383,7 +411,7 @@ def make_splits(
         steps = -(-len(xt) // batch_size)
         val, test = _eval_ds(xv, yv, eval_batch), None
     elif preset == "book":
-        parts = book_parts(corpus.ids, num_steps)
+        parts = corpus.book_parts(num_steps)
         n = len(parts["train"])
         train_ids = tf.constant(parts["train"])
         if carry_state:

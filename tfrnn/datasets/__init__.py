@@ -1,0 +1,1 @@
+"""TensorFlow Datasets builders that ship with tfrnn (``tfds build tfrnn/datasets/NAME``)."""
