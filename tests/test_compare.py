@@ -19,6 +19,7 @@ def two_models(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_report_csv_json_and_figures_hold_the_trained_models_numbers(two_models):
     out, result = two_models
     rows = json.loads((out / "results.json").read_text())
@@ -49,6 +50,7 @@ def test_report_csv_json_and_figures_hold_the_trained_models_numbers(two_models)
     assert "gru-8" in result.stdout and "report:" in result.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_comparison_trains_only_what_is_missing(tmp_path, monkeypatch):
     from tfrnn import train
 
@@ -77,6 +79,7 @@ def test_interrupted_comparison_trains_only_what_is_missing(tmp_path, monkeypatc
     assert [r["model"] for r in json.loads((out / "results.json").read_text())] == ["rnn-4", "rnn-6"]
 
 
+@pytest.mark.slow
 def test_a_failing_model_is_recorded_and_the_rest_go_on(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(

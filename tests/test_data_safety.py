@@ -4,7 +4,6 @@ it is asked, does not hang, and refuses what it cannot do in one line (issue: da
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ def _wait_for(path, seconds: float = 120, lines: int = 0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen(
@@ -83,6 +83,7 @@ def test_a_grid_name_is_a_name_not_a_place(tmp_path, monkeypatch, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]
 
 
+@pytest.mark.slow
 def test_resume_on_another_text_is_refused_and_compare_retrains(tmp_path, monkeypatch, book):
     other = tmp_path / "other.txt"
     other.write_text(book.read_text()[::-1])  # same letters, another text
@@ -100,6 +101,7 @@ def test_resume_on_another_text_is_refused_and_compare_retrains(tmp_path, monkey
     assert "finished earlier" in run_cli(*grid, "--data", other).output
 
 
+@pytest.mark.slow
 def test_a_tune_worker_gives_up_on_something_that_is_not_a_chief(tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -181,7 +183,6 @@ def test_score_refuses_zero_windows_and_strides(small_run, tmp_path):
     assert_one_line_error(missing, "text file not found")  # the user's words: not a "data file"
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and False, reason="")
 def test_outputs_that_cannot_be_written_are_one_line(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -222,3 +223,43 @@ def test_generate_zero_characters_and_damaged_or_read_only_exports(small_run, tm
         (run / "metrics.json").write_text(metrics)
         assert_one_line_error(run_cli("profile", run), "the run folder is damaged")
     assert_one_line_error(run_cli("profile", "--units", 1_000_000), "GiB available")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["fit", "--seed", "-1"], ["fit", "--seed", "1e20"], ["fit", "--seed", "2147483648"]],
+    ids=["negative", "float", "too large"],
+)
+def test_seeds_outside_their_range_are_one_line(tmp_path, args):
+    assert_one_line_error(run_cli(*args, "--out", tmp_path / "run"), "--seed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_seed_outside_its_range_is_one_line(small_run):
+    assert_one_line_error(run_cli("generate", small_run["dir"], "--seed", "1e20"), "--seed")
+
+
+def test_a_task_index_outside_the_cluster_is_one_line(tmp_path, monkeypatch):
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 5}}))
+    result = run_cli("fit", "--strategy", "multi-worker", "--epochs", 1, "--out", tmp_path / "run")
+    assert_one_line_error(result, "task index 5 is outside its cluster (2 worker task(s))")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hw4_builds_only_the_windows_it_uses():
+    import tracemalloc
+
+    import numpy as np
+
+    from tfrnn.data import hw4_window_bytes, hw4_windows
+
+    ids = np.zeros(2_000_000, np.int32)  # 8 MB of text: all its windows would take 512 MB
+    tracemalloc.start()
+    try:
+        parts = hw4_windows(ids, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(parts["train"][0]) == 10_000 and len(parts["val"][0]) == 5_000
+    assert peak <= 1.5 * hw4_window_bytes(32)

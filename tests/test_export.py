@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, keras_continuation, run_cli
 from tests.test_errors import assert_one_line_error
 
 PROMPTS = ["it has", "we are always", "he looked across"]
@@ -33,10 +33,8 @@ def loaded(small_run):
     return serving.load(small_run["dir"])
 
 
+@pytest.mark.slow
 def test_plain_tensorflow_process_generates_exactly_what_tfrnn_generates(small_run, keras_model, book):
-    from tfrnn.data import Vocab
-    from tfrnn.generate import greedy_continuation
-
     long_prompt = book.read_text()[2000:2300]
     cases = [(p, 20) for p in PROMPTS] + [(long_prompt, 20), ("the time traveller", 250)]
     script = textwrap.dedent(f"""
@@ -62,8 +60,7 @@ def test_plain_tensorflow_process_generates_exactly_what_tfrnn_generates(small_r
     )
     assert proc.returncode == 0, proc.stderr
     exported = json.loads(proc.stdout.strip().splitlines()[-1])
-    vocab = Vocab()
-    ours = [greedy_continuation(keras_model, vocab, p, n) for p, n in cases]
+    ours = [keras_continuation(keras_model, p, n) for p, n in cases]
     assert exported == ours
     assert len(exported[-1]) == 250
     metrics = json.loads((small_run["dir"] / "metrics.json").read_text())
@@ -111,6 +108,7 @@ def test_batched_prompts_match_single_prompts(loaded):
 
 
 @pytest.mark.parametrize("use_cudnn", [True, False])
+@pytest.mark.slow
 def test_export_holds_no_cudnn_ops_whatever_the_layer_setting(keras_model, tmp_path, use_cudnn):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -118,7 +116,6 @@ def test_export_holds_no_cudnn_ops_whatever_the_layer_setting(keras_model, tmp_p
     from tfrnn import serving
     from tfrnn.data import Vocab
     from tfrnn.export import export_saved_model
-    from tfrnn.generate import greedy_continuation
     from tfrnn.models import recurrent_layers
 
     for layer in recurrent_layers(keras_model):
@@ -134,9 +131,10 @@ def test_export_holds_no_cudnn_ops_whatever_the_layer_setting(keras_model, tmp_p
     assert "MatMul" in ops and not any("cudnn" in op.lower() for op in ops)
     with tf.device("/CPU:0"):
         text = serving.generate(serving.load(path), ["it has"], 20)[0]
-    assert text == "it has" + greedy_continuation(keras_model, Vocab(), "it has")
+    assert text == "it has" + keras_continuation(keras_model, "it has")
 
 
+@pytest.mark.slow
 def test_cli_generate_score_and_export(small_run, book, tmp_path):
     run = small_run["dir"]
     metrics = json.loads((run / "metrics.json").read_text())

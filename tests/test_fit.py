@@ -77,6 +77,7 @@ def test_prompts_outside_the_vocabulary_are_cleaned_not_fatal(small_run):
         assert len(greedy_continuation(model, vocab, prompt, num_chars=7)) == 7
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_a_run_and_another_seed_differs(tmp_path):
     args = ["fit", "--cell", "lstm", "--units", 8, "--epochs", 1, "-q", "--no-profile"]
     runs = {}
@@ -89,6 +90,7 @@ def test_same_seed_repeats_a_run_and_another_seed_differs(tmp_path):
     assert runs["a"]["loss"] != runs["c"]["loss"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_completed_epoch(tmp_path, monkeypatch):
     from tfrnn import train
 
@@ -133,6 +135,7 @@ def test_resume_refuses_other_options(tmp_path, monkeypatch):
     assert "other options" in result.stderr and "units 8 vs 16" in result.stderr
 
 
+@pytest.mark.slow
 def test_existing_run_is_kept_unless_overwrite(small_run, tmp_path):
     import shutil
 
@@ -158,6 +161,7 @@ def test_overwrite_replaces_only_folders_tfrnn_wrote(tmp_path):
         assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_book_preset_reports_a_test_perplexity(tmp_path):
     out = tmp_path / "book"
     result = run_cli(
@@ -196,6 +200,7 @@ def test_fit_help_documents_every_option():
     assert "tfrnn fit --cell lstm --units 128" in result.output
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     """Interrupted in epoch 3 and resumed, a run trains on the same batches in the same
     order with the same dropout masks as one that was never interrupted."""

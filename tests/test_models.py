@@ -86,6 +86,7 @@ def test_each_cell_builds_and_trains_a_few_steps(cell, embedding):
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow
 def test_importing_tfrnn_leaves_the_process_as_it_was(tmp_path):
     """No environment variable set, no matplotlib backend switched (a notebook keeps its own)."""
     import subprocess

@@ -68,6 +68,7 @@ def test_profiler_agrees_with_the_analytic_count(cell, units, layers, embedding)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.slow
 def test_profiler_flops_grow_linearly_with_steps_and_batch(cell):
     # 8, 16 and 32 steps here; tools/ and the CLI use the same linearity up to 1,024.
     config = TrainConfig.resolve(cell=cell, units=16)

@@ -22,6 +22,7 @@ def run_copy(small_run, tmp_path):
     return copy
 
 
+@pytest.mark.slow
 def test_generate_on_a_damaged_saved_model_says_to_export_again(run_copy):
     pb = run_copy / "saved_model" / "saved_model.pb"
     pb.write_bytes(pb.read_bytes()[:100])  # truncated
@@ -48,6 +49,7 @@ def test_a_tensorflow_failure_ends_in_one_line_and_leaves_nothing(tmp_path, monk
     assert not (tmp_path / ".run.partial").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_tensorflow_failure_after_an_epoch_keeps_it_for_resume(tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -108,6 +110,7 @@ def test_download_error_keeps_its_cause(tmp_path, monkeypatch):
     assert "(Exception)" not in result.stderr and "missing.txt" in result.stderr.split("(", 1)[1]
 
 
+@pytest.mark.slow
 def test_resume_with_fewer_epochs_than_completed_is_refused(tmp_path, monkeypatch):
     with failing_in_epoch(3):
         args = ["fit", "--cell", "gru", "--units", 8, "-q", "--no-profile", "--out", tmp_path / "run"]
@@ -121,6 +124,7 @@ def test_resume_with_fewer_epochs_than_completed_is_refused(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("stage", ["export", "profile"])
+@pytest.mark.slow
 def test_interrupt_after_training_resumes_without_retraining(tmp_path, monkeypatch, stage):
     from tfrnn import export, profile, train
 

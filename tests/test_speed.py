@@ -32,6 +32,7 @@ class TraceCounter(keras.callbacks.Callback):
         self.per_epoch.append(self.traces)
 
 
+@pytest.mark.slow
 def test_training_step_is_traced_in_the_first_epoch_only(tmp_path):
     from tfrnn.experiment import load_data
     from tfrnn.train import fit
@@ -63,6 +64,7 @@ def test_xla_policy(monkeypatch):
         use_xla(lstm)
 
 
+@pytest.mark.slow
 def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path):
     args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 1, "-q", "--no-profile"]
     vals = {}

@@ -36,6 +36,7 @@ def _trials(project) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in project.glob("trial_*/trial.json")}
 
 
+@pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path):
     best = tmp_path / "best"
     result = run_cli("tune", *TINY, "--directory", tmp_path / "tuning", "--out", best)
@@ -58,6 +59,7 @@ def test_tiny_search_end_to_end(tmp_path):
     assert generated.exit_code == 0 and generated.stdout.startswith("it has")
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_and_reuses_the_completed_trial(tmp_path):
     directory = tmp_path / "tuning"
     cmd = [
@@ -91,6 +93,7 @@ def test_killed_search_resumes_and_reuses_the_completed_trial(tmp_path):
         assert after[name]["score"] == trial["score"]
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     (port,) = _free_ports(1)
     directory = tmp_path / "tuning"
@@ -161,6 +164,7 @@ def test_bad_tune_input(tmp_path, args, expected, monkeypatch):
     assert_one_line_error(result, expected)
 
 
+@pytest.mark.slow
 def test_a_project_from_another_space_is_refused(tmp_path):
     result = run_cli("tune", *TINY, "--max-trials", 1, "--directory", tmp_path / "t", "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
@@ -168,6 +172,7 @@ def test_a_project_from_another_space_is_refused(tmp_path):
     assert_one_line_error(other, "different search space")
 
 
+@pytest.mark.slow
 def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
     args = ["--preset", "book", "--tuner", "random", "--max-trials", 2, "--epochs", 1, "--cells", "lstm"]
     args += ["--units", "8-16", "--layers", "1-1", "-q"]
@@ -183,6 +188,7 @@ def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
     assert history == pytest.approx(winner["val_perplexity"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_each_trial(tmp_path):
     args = ["--preset", "book", "--tuner", "random", "--max-trials", 2, "--epochs", 3, "--cells", "lstm"]
     args += ["--units", "8-8", "--layers", "1-1", "--time-budget", 0.001, "--final-epochs", 1, "-q"]

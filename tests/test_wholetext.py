@@ -89,6 +89,7 @@ def test_stream_layout_counts_every_prediction_once():
     assert index.tolist() == [list(range(100))] and weight.all()
 
 
+@pytest.mark.slow
 def test_carried_evaluation_equals_a_one_stream_reference_loop(book_run, parts):
     import keras
 
@@ -107,6 +108,7 @@ def test_carried_evaluation_equals_a_one_stream_reference_loop(book_run, parts):
     assert StreamScorer(config, 28, streams=4).cross_entropy(ids, model) != pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_book_run_reports_one_sequence_figures_of_its_best_epoch(book_run, parts, tmp_path):
     import keras
 
@@ -163,6 +165,7 @@ def test_carried_state_batches_continue_each_other(book):
     assert epochs[0][0][0][0].tolist() != epochs[1][0][0][0].tolist()  # a new offset each epoch
 
 
+@pytest.mark.slow
 def test_resumed_carried_state_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     args = ["fit", *SMALL_BOOK, "--epochs", 3]
     whole = run_cli(*args, "--out", tmp_path / "whole")
@@ -183,6 +186,7 @@ def test_resumed_carried_state_run_equals_an_uninterrupted_one(tmp_path, monkeyp
     assert ma["test_perplexity"] == pytest.approx(mb["test_perplexity"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     out = tmp_path / "budget"
     result = run_cli("fit", *SMALL_BOOK, "--epochs", 5, "--time-budget", 0.001, "--out", out)
@@ -192,6 +196,7 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     assert "stopped by the time budget" in result.output
 
 
+@pytest.mark.slow
 def test_cosine_schedule_follows_the_epochs_or_the_time_budget(tmp_path):
     epochs = run_cli("fit", *SMALL_BOOK, "--epochs", 3, "--out", tmp_path / "epochs")
     assert epochs.exit_code == 0, epochs.output
@@ -211,6 +216,7 @@ def test_cosine_schedule_follows_the_epochs_or_the_time_budget(tmp_path):
         assert lr[i] == pytest.approx(1.5e-3 * (1 + math.cos(math.pi * min(share, 1))), rel=1e-4, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_runs_weights(book_run, tmp_path):
     import keras
 
@@ -253,6 +259,7 @@ def test_init_from_starts_from_the_runs_weights(book_run, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_init_from_errors_are_one_line(book_run, tmp_path):
     conflict = run_cli("fit", "--preset", "book", "--init-from", book_run["dir"], "--units", 32)
     assert conflict.exit_code == 1 and "--units 32 vs 16" in conflict.stderr
