@@ -111,3 +111,18 @@ def test_the_installed_command_prints_no_traceback(tmp_path, args, expected):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert proc.stderr.startswith("tfrnn: error: ") and expected in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_quiet_run_of_the_installed_command_writes_nothing_to_stderr(tmp_path):
+    env = subprocess_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # the CLI must keep TensorFlow's C++ log quiet itself
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "1", "-q", "--no-profile"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "TFRNN_XLA": "off"},
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

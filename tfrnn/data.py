@@ -93,6 +93,17 @@ def sha1_of(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def local_book() -> Path | None:
+    """The local copy named by ``$TFRNN_DATA`` (not yet checksummed), or None if unset."""
+    local = os.environ.get(DATA_ENV)
+    if not local:
+        return None
+    path = Path(local).expanduser()
+    if not path.is_file():
+        raise DataError(f"${DATA_ENV} points to {path}, which is not a file")
+    return path
+
+
 def book_path() -> Path:
     """Path of a verified copy of The Time Machine.
 
@@ -101,12 +112,8 @@ def book_path() -> Path:
     ``$TFRNN_CACHE_DIR/datasets``).
     Either way the file's SHA-1 must match the study's copy.
     """
-    local = os.environ.get(DATA_ENV)
-    if local:
-        path = Path(local).expanduser()
-        if not path.is_file():
-            raise DataError(f"${DATA_ENV} points to {path}, which is not a file")
-    else:
+    local = path = local_book()
+    if local is None:
         import keras  # deferred: importing Keras pulls in TensorFlow
 
         url = os.environ.get(URL_ENV, BOOK_URL)

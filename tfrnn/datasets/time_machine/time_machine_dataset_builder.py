@@ -13,12 +13,11 @@ dataset has one split, ``train``, with one example.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from tfrnn.data import BOOK_FILENAME, BOOK_URL, DATA_ENV
+from tfrnn.data import BOOK_FILENAME, BOOK_URL, DATA_ENV, local_book
 from tfrnn.errors import DataError
 from tfrnn.tfds_source import unreachable
 
@@ -54,12 +53,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _local_copy(self, dl_manager) -> Path | None:
         """The book from ``$TFRNN_DATA`` or the manual folder, checked; None if neither."""
-        local = os.environ.get(DATA_ENV)
-        if local:
-            path = Path(local).expanduser()
-            if not path.is_file():
-                raise DataError(f"${DATA_ENV} points to {path}, which is not a file")
-        else:
+        path = local_book()
+        if path is None:
             try:
                 path = Path(dl_manager.manual_dir) / BOOK_FILENAME
             except (AssertionError, ValueError):  # no manual folder, or an empty one
