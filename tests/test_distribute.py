@@ -74,11 +74,10 @@ def test_two_multi_worker_processes_and_only_the_chief_writes(tmp_path):
                 cwd=tmp_path,
             )
         )
-    outputs = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr
-        outputs.append(stdout)
+    ends = [proc.communicate(timeout=300) for proc in procs]
+    for index, (proc, (_, stderr)) in enumerate(zip(procs, ends)):
+        assert proc.returncode == 0, f"worker {index}: {stderr}\nworker {1 - index}: {ends[1 - index][1]}"
+    outputs = [stdout for stdout, _ in ends]
     assert f"saved {out}" in outputs[0] and "the chief writes the run folder" in outputs[1]
     assert f"saved {out}" not in outputs[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no worker leftovers

@@ -610,18 +610,6 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
         click.echo(f"  {name:<{width[0]}}  {value:>{width[1]}}  {how}")
 
 
-def _int_list(value: str | None, option: str) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        values = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise TfrnnError(f"{option} takes comma-separated integers, got {value!r}") from None
-    if not values:
-        raise TfrnnError(f"{option} takes comma-separated integers, got {value!r}")
-    return values
-
-
 @cli.command()
 @click.option(
     "--grid",
@@ -663,45 +651,16 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     """
     from tfrnn import compare as cmp
 
-    options_grid = any(v is not None for v in (cells, units, layers))
-    if grid_spec is not None and options_grid:
-        raise TfrnnError("give either --grid or --cells/--units/--layers, not both")
-    if options_grid:
-        cell_list = [c.strip() for c in (cells or "gru").split(",") if c.strip()]
-        if not cell_list:
-            raise TfrnnError(f"--cells takes comma-separated cells, got {cells!r}")
-        grid = cmp.product_grid(
-            cell_list,
-            _int_list(units, "--units") or [32],
-            _int_list(layers, "--layers") or [1],
-            preset=preset or "hw4",
-            name="grid",
-            epochs=epochs,
-        )
-    elif grid_spec in (None, "hw4"):
-        if preset not in (None, "hw4"):
-            raise TfrnnError("the hw4 grid uses the hw4 preset; use a grid file for another preset")
-        grid = cmp.hw4_grid(epochs=epochs)
-    else:
-        grid = cmp.load_grid(Path(grid_spec), epochs=epochs, **({"preset": preset} if preset else {}))
+    grid = cmp.choose_grid(grid_spec, cells, units, layers, preset, epochs)
     out = out if out is not None else Path("reports") / grid.name
     _check_data(data)  # a bad data source stops here, before anything is written
     cmp.check_report_folder(out)
     click.get_current_context().with_resource(exclusive(cmp.lock_file(out), f"the report {out}"))
     _import_tensorflow_quietly()
-    import time
-
-    from tfrnn.report import write_report
-
     click.echo(f"comparing {len(grid.configs)} models into {out}")
-    t0 = time.perf_counter()
-    results = cmp.run_grid(
+    rows, path = cmp.run_comparison(
         grid, out, data=data, verbose=0 if quiet else 2, log=click.echo, strategy=_strategy(strategy)
     )
-    rows = cmp.result_rows(results)
-    first = grid.configs[0]
-    unigram = cmp.unigram_perplexity(data, first.preset, first.num_steps)
-    path = write_report(out, grid.name, rows, unigram, time.perf_counter() - t0)
     click.echo(f"\n{'model':<12} {'perplexity':>10} {'params':>9} {'time':>8}")
     for r in rows:
         if r["status"] == "ok":
@@ -879,31 +838,24 @@ def tune(
             exclusive(lock, f"the tuning project {directory / project}")
         )
     _import_tensorflow_quietly()
-    from tfrnn.experiment import load_data
-    from tuner.hypermodel import CharLMHyperModel, config_from_values
-    from tuner.search import make_tuner, trial_rows, write_results
+    from tuner.search import retrain_best, run_search, trial_rows, trial_table, write_results
 
     strategy = _strategy(strategy)  # before any TensorFlow op: it may split the CPU
-    # the validation batches are sized for the widest model of the search
-    base = TrainConfig.resolve(
-        preset, epochs=epochs, seed=seed, units=max([*space.unit_choices, *space.embeddings])
-    )
-    corpus, splits = load_data(base, data)
-    hypermodel = CharLMHyperModel(
-        space, preset, splits, len(corpus.vocab), epochs=epochs, seed=seed, time_budget=time_budget
-    )
-    tuner = make_tuner(
+    tuner = run_search(
         tuner_kind,
-        hypermodel,
+        space,
+        preset,
         directory,
         project,
         max_trials,
         epochs,
-        overwrite and role != "worker",
-        seed,
-        strategy,
+        data=data,
+        seed=seed,
+        time_budget=time_budget,
+        overwrite=overwrite and role != "worker",
+        strategy=strategy,
+        verbose=0 if quiet else 2,
     )
-    tuner.search(splits.train, validation_data=splits.val, epochs=epochs, verbose=0 if quiet else 2)
     if role == "worker":
         click.echo("worker done: the chief collects the results")
         return
@@ -911,40 +863,22 @@ def tune(
     if not rows:
         raise TfrnnError("the search ran no trial")
     write_results(rows, directory / project)
-    click.echo(
-        f"\n{'trial':>5} {'cell':<5} {'layers':>6} {'units':>5} {'dropout':>7} {'lr':>8} "
-        f"{'params':>8} {'val ppl':>8} {'time':>7}  status"
-    )
-    for r in rows:
-        click.echo(
-            f"{r['trial']:>5} {r['cell']:<5} {r['layers']:>6} {r['units']:>5} {r['dropout'] or 0:>7.2f} "
-            f"{r['lr']:>8.4g} {r['params'] or 0:>8,} "
-            f"{(format(r['val_perplexity'], '.3f') if r['val_perplexity'] else '-'):>8} "
-            f"{(format(r['seconds'], '.0f') + 's') if r['seconds'] is not None else '-':>7}  {r['status']}"
-        )
+    click.echo("\n" + "\n".join(trial_table(rows)))
     click.echo(f"results: {directory / project}/results.csv, results.json, val_ppl_vs_params.png")
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
-        raise TfrnnError("no trial completed: nothing to retrain")
-    config = config_from_values(
-        best[0].hyperparameters.values, preset, epochs=final_epochs or epochs, seed=seed
-    )
-    paths = RunPaths(out if out is not None else DEFAULT_ROOT / f"tuned-{config.name}")
-    click.echo(f"retraining the best configuration ({config.name}, lr {config.lr:.4g}) into {paths.final}")
-    from tfrnn.experiment import run_training
-
-    m = run_training(
-        config,
-        paths,
+    m = retrain_best(
+        tuner,
+        preset,
+        final_epochs or epochs,
+        seed,
+        out,
+        log=click.echo,
         data=data,
         overwrite=overwrite,
         verbose=0 if quiet else 2,
-        log=click.echo,
-        profile=False,
         strategy=strategy,
     )
     click.echo(
-        f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {paths.final}"
+        f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {m['run_dir']}"
     )
 
 

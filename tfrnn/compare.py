@@ -95,6 +95,51 @@ def load_grid(path: Path, **overrides) -> Grid:
     return Grid(name, _configs(models, preset, shared))
 
 
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    """``"8,16,32"`` -> ``[8, 16, 32]`` (None stays None); a one-line error otherwise."""
+    if value is None:
+        return None
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got {value!r}") from None
+    if not values:
+        raise ConfigError(f"{option} takes comma-separated integers, got {value!r}")
+    return values
+
+
+def choose_grid(
+    grid_spec: str | None,
+    cells: str | None = None,
+    units: str | None = None,
+    layers: str | None = None,
+    preset: str | None = None,
+    epochs: int | None = None,
+) -> Grid:
+    """The grid ``tfrnn compare`` was asked for: ``hw4`` (the default), a TOML file, or the
+    product of comma-separated ``cells``, ``units`` and ``layers`` (not both kinds)."""
+    options_grid = any(v is not None for v in (cells, units, layers))
+    if grid_spec is not None and options_grid:
+        raise ConfigError("give either --grid or --cells/--units/--layers, not both")
+    if options_grid:
+        cell_list = [c.strip() for c in (cells or "gru").split(",") if c.strip()]
+        if not cell_list:
+            raise ConfigError(f"--cells takes comma-separated cells, got {cells!r}")
+        return product_grid(
+            cell_list,
+            _int_list(units, "--units") or [32],
+            _int_list(layers, "--layers") or [1],
+            preset=preset or "hw4",
+            name="grid",
+            epochs=epochs,
+        )
+    if grid_spec in (None, "hw4"):
+        if preset not in (None, "hw4"):
+            raise ConfigError("the hw4 grid uses the hw4 preset; use a grid file for another preset")
+        return hw4_grid(epochs=epochs)
+    return load_grid(Path(grid_spec), epochs=epochs, **({"preset": preset} if preset else {}))
+
+
 def check_name(name: object, source: str) -> str:
     """A grid's name names a report, never a place: no separators, no ``..``."""
     if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\"):
@@ -192,6 +237,21 @@ def run_grid(
         trained_cost += _cost(config)
         results.append(metrics)
     return results
+
+
+def run_comparison(
+    grid: Grid, out: Path, data=None, verbose: int | str = 2, log=print, strategy=None
+) -> tuple[list[dict], Path]:
+    """Train ``grid`` into ``out`` (finished models kept) and write its report: the result
+    rows and the path of report.md."""
+    from tfrnn.report import write_report
+
+    started = time.perf_counter()
+    results = run_grid(grid, out, data=data, verbose=verbose, log=log, strategy=strategy)
+    rows = result_rows(results)
+    first = grid.configs[0]
+    unigram = unigram_perplexity(data, first.preset, first.num_steps)
+    return rows, write_report(out, grid.name, rows, unigram, time.perf_counter() - started)
 
 
 def result_rows(results: list[dict]) -> list[dict]:

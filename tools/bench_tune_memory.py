@@ -35,37 +35,32 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="text file (default: the verified book)")
     a = ap.parse_args()
 
-    from tfrnn.config import TrainConfig
-    from tfrnn.experiment import load_data
-    from tuner.hypermodel import CharLMHyperModel
-    from tuner.search import make_tuner
+    from tuner.search import run_search
     from tuner.space import space_from_options
 
     space = space_from_options(cells="rnn,gru,lstm", layers="1-2", units=a.units, optimizers="sgd")
-    corpus, splits = load_data(TrainConfig.resolve("hw4", epochs=a.epochs), a.data)
-    samples: list[tuple[int, float, float]] = []
+    samples: list[tuple[int, float, float, float]] = []
+
+    def record(trial):
+        current, peak = rss_mib()
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back: leak or fragmentation?
+        samples.append((len(samples) + 1, current, peak, rss_mib()[0]))
+
     with tempfile.TemporaryDirectory() as tmp:
-        tuner = make_tuner(
+        run_search(
             "random",
-            CharLMHyperModel(space, "hw4", splits, epochs=a.epochs),
+            space,
+            "hw4",
             Path(tmp),
             "mem",
             a.trials,
             a.epochs,
+            data=a.data,
             overwrite=True,
-            seed=0,
+            verbose=0,
+            on_trial_end=record,
         )
-        on_trial_end = tuner.on_trial_end
-
-        def record(trial):
-            on_trial_end(trial)
-            current, peak = rss_mib()
-            gc.collect()
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back: leak or fragmentation?
-            samples.append((len(samples) + 1, current, peak, rss_mib()[0]))
-
-        tuner.on_trial_end = record
-        tuner.search(splits.train, validation_data=splits.val, epochs=a.epochs, verbose=0)
     print(f"{'trial':>5} {'rss MiB':>8} {'peak MiB':>9} {'rss after trim':>15}")
     for n, cur, peak, trimmed in samples:
         print(f"{n:>5} {cur:>8.0f} {peak:>9.0f} {trimmed:>15.0f}")

@@ -119,6 +119,87 @@ def make_tuner(
     return cls(hypermodel, max_trials=max_trials, **common)
 
 
+def run_search(
+    kind: str,
+    space: SearchSpace,
+    preset: str,
+    directory: Path,
+    project: str,
+    max_trials: int,
+    epochs: int,
+    *,
+    data=None,
+    seed: int | None = 0,
+    time_budget: float | None = None,
+    overwrite: bool = False,
+    strategy=None,
+    verbose: int | str = 2,
+    on_trial_end=None,
+):
+    """Run (or resume) a search of ``space`` in ``directory/project``: the data, the
+    hypermodel, the tuner of ``kind`` and its search. Returns the tuner.
+
+    ``on_trial_end(trial)``, if given, is called after Keras Tuner has recorded each trial.
+    """
+    from tfrnn.config import TrainConfig
+    from tfrnn.experiment import load_data
+    from tuner.hypermodel import CharLMHyperModel
+
+    # the validation batches are sized for the widest model of the search
+    base = TrainConfig.resolve(
+        preset, epochs=epochs, seed=seed, units=max([*space.unit_choices, *space.embeddings])
+    )
+    corpus, splits = load_data(base, data)
+    hypermodel = CharLMHyperModel(
+        space, preset, splits, len(corpus.vocab), epochs=epochs, seed=seed, time_budget=time_budget
+    )
+    tuner = make_tuner(kind, hypermodel, directory, project, max_trials, epochs, overwrite, seed, strategy)
+    if on_trial_end is not None:
+        recorded = tuner.on_trial_end
+
+        def after_each_trial(trial):
+            recorded(trial)
+            on_trial_end(trial)
+
+        tuner.on_trial_end = after_each_trial
+    tuner.search(splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose)
+    return tuner
+
+
+def retrain_best(
+    tuner, preset: str, epochs: int, seed: int | None, out: Path | None, log=print, **run_options
+) -> dict:
+    """Retrain the search's best configuration for ``epochs`` into ``out`` (default
+    ``saved_models/tuned-NAME``) as a run folder; returns its metrics."""
+    from tfrnn.experiment import run_training
+    from tfrnn.rundir import DEFAULT_ROOT, RunPaths
+    from tuner.hypermodel import config_from_values
+
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        raise TfrnnError("no trial completed: nothing to retrain")
+    config = config_from_values(best[0].hyperparameters.values, preset, epochs=epochs, seed=seed)
+    paths = RunPaths(out if out is not None else DEFAULT_ROOT / f"tuned-{config.name}")
+    log(f"retraining the best configuration ({config.name}, lr {config.lr:.4g}) into {paths.final}")
+    return run_training(config, paths, log=log, profile=False, **run_options) | {"run_dir": paths.final}
+
+
+def trial_table(rows: list[dict]) -> list[str]:
+    """The trial table's lines, as ``tfrnn tune`` prints it."""
+    lines = [
+        f"{'trial':>5} {'cell':<5} {'layers':>6} {'units':>5} {'dropout':>7} {'lr':>8} "
+        f"{'params':>8} {'val ppl':>8} {'time':>7}  status"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['trial']:>5} {r['cell']:<5} {r['layers']:>6} {r['units']:>5} {r['dropout'] or 0:>7.2f} "
+            f"{r['lr']:>8.4g} {r['params'] or 0:>8,} "
+            f"{(format(r['val_perplexity'], '.3f') if r['val_perplexity'] else '-'):>8} "
+            f"{(format(r['seconds'], '.0f') + 's') if r['seconds'] is not None else '-':>7}  {r['status']}"
+        )
+    return lines
+
+
 def check_project(directory: Path, project: str, space: SearchSpace, preset: str, overwrite: bool) -> None:
     """Refuse to resume a project made by a different search space or preset."""
     marker = directory / project / SPACE_FILE
