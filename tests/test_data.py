@@ -51,10 +51,12 @@ def test_hw4_training_batches_cover_the_windows_and_reshuffle_each_epoch(corpus)
     splits = make_splits(corpus, "hw4", num_steps=32, batch_size=1024, seed=0)
     epochs = [[x.numpy() for x, _ in splits.epochs(e, e + 1)] for e in range(2)]
     assert [len(b) for b in epochs[0]] == [1024] * 9 + [784]
-    firsts = [np.concatenate(e)[:, 0] for e in epochs]
+    windows = np.lib.stride_tricks.sliding_window_view(corpus.ids, 32)[:10_000]
+    rows = [np.concatenate(e) for e in epochs]
     # every training window (0-9,999) exactly once per epoch, in a different order
-    assert sorted(firsts[0].tolist()) == sorted(corpus.ids[:10_000].tolist())
-    assert not (firsts[0] == firsts[1]).all()
+    for epoch in rows:
+        assert sorted(map(bytes, epoch)) == sorted(map(bytes, windows))
+    assert not (rows[0] == rows[1]).all()
     for x, y in splits.train.take(1):
         assert (x.numpy()[:, 1:] == y.numpy()[:, :-1]).all()
     # an epoch's order is a function of the seed and its number: the same when made again,
@@ -82,8 +84,14 @@ def test_book_split_is_contiguous_90_5_5_with_a_test_part(corpus):
         # training batches come from the training part only
         train_text = corpus.vocab.decode(corpus.ids[:a])
         assert all(corpus.vocab.decode(row) in train_text for row in batches[0][:3])
-    # independent windows: every (non-overlapping) window of the training part once per epoch
-    assert splits.steps_per_epoch == -(-((a - 100) // 100) // 64)
+    # independent windows: every non-overlapping window of the training part once per epoch,
+    # cut from one offset
+    n_windows = (a - 100) // 100
+    assert splits.steps_per_epoch == -(-n_windows // 64)
+    text = corpus.vocab.decode(corpus.ids[:a])
+    starts = sorted(text.find(corpus.vocab.decode(row)) for batch in batches for row in batch)
+    assert len(starts) == n_windows and len(set(starts)) == n_windows
+    assert {s % 100 for s in starts} == {starts[0] % 100}
 
 
 def test_short_text_is_refused(tmp_path):

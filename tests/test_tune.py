@@ -196,3 +196,28 @@ def test_time_budget_stops_each_trial(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "tuning" / "tfrnn" / "results.json").read_text())
     assert [r["epochs"] for r in rows] == [1, 1]  # each trial stopped after its first epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, epochs", [("hyperband", 3), ("bayesian", 2)])
+def test_hyperband_and_bayesian_searches_run_and_retrain_their_best(tmp_path, kind, epochs):
+    tiny = [*TINY]
+    tiny[tiny.index("random")] = kind
+    tiny[tiny.index("--epochs") + 1] = epochs
+    result = run_cli("tune", *tiny, "--directory", tmp_path / "tuning", "--out", tmp_path / "best")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "tuning" / "tfrnn" / "results.json").read_text())
+    completed = [r for r in rows if r["status"] == "completed"]
+    assert completed and all(1 < r["val_perplexity"] < 28 for r in completed)
+    if kind == "bayesian":  # --max-trials 3, each trial its 2 epochs (their time, not one's)
+        assert len(rows) == 3 and all(r["epochs"] == 2 for r in completed)
+    else:  # Hyperband, max_epochs 3, factor 3: 1-epoch trials, the best continued to epoch 3
+        trials = _trials(tmp_path / "tuning" / "tfrnn")
+        values = {t["trial_id"]: t["hyperparameters"]["values"] for t in trials.values()}
+        budget = {trial: v["tuner/epochs"] for trial, v in values.items()}
+        start = {trial: v["tuner/initial_epoch"] for trial, v in values.items()}
+        assert set(budget.values()) == {1, 3}
+        assert all(r["epochs"] == budget[r["trial"]] - start[r["trial"]] for r in completed)
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    winner = min(completed, key=lambda r: r["val_perplexity"])
+    assert (metrics["config"]["cell"], metrics["config"]["units"]) == (winner["cell"], winner["units"])

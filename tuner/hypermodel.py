@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import keras_tuner as kt
 
@@ -97,4 +99,17 @@ class CharLMHyperModel(kt.HyperModel):
         first, last = kwargs.get("initial_epoch", 0), kwargs.get("epochs", 1)
         kwargs["steps_per_epoch"] = self.splits.steps_per_epoch
         kwargs["shuffle"] = False  # the order is the pipeline's
-        return model.fit(self.splits.epochs(first, last), *args[1:], callbacks=callbacks, **kwargs)
+        history = model.fit(self.splits.epochs(first, last), *args[1:], callbacks=callbacks, **kwargs)
+        return trial_figures(history.history)
+
+
+def trial_figures(logs: dict[str, list[float]]) -> dict[str, float]:
+    """What Keras Tuner records for a trial: its best epoch's figures (objective val_loss),
+    plus the epochs it ran and their seconds (from a History, Keras Tuner would keep only
+    the best epoch's values, so a 3-epoch trial read as 1 epoch of one epoch's time)."""
+    val = logs["val_loss"]
+    best = min(range(len(val)), key=lambda i: (not math.isfinite(val[i]), val[i]))
+    figures = {name: float(values[best]) for name, values in logs.items()}
+    figures["epochs_run"] = len(val)
+    figures["trial_seconds"] = float(sum(logs.get("epoch_seconds", [])))
+    return figures

@@ -230,11 +230,12 @@ def trial_rows(tuner) -> list[dict]:
     for trial in sorted(tuner.oracle.trials.values(), key=order):
         values = trial.hyperparameters.values
         metrics = trial.metrics
-        seconds = (
-            sum(o.mean() for o in metrics.get_history("epoch_seconds"))
-            if metrics.exists("epoch_seconds")
-            else None
-        )
+        if metrics.exists("trial_seconds"):
+            seconds = metrics.get_last_value("trial_seconds")
+        elif metrics.exists("epoch_seconds"):  # a project searched before trial totals were kept
+            seconds = sum(o.mean() for o in metrics.get_history("epoch_seconds"))
+        else:
+            seconds = None
         best = metrics.get_best_value("val_loss") if metrics.exists("val_loss") else None
         opt = values.get("optimizer")
         rows.append(
@@ -249,7 +250,11 @@ def trial_rows(tuner) -> list[dict]:
                 "lr": values.get(f"lr_{opt}"),
                 "embedding": values.get("embedding") or None,
                 "params": int(metrics.get_last_value("params")) if metrics.exists("params") else None,
-                "epochs": len(metrics.get_history("val_loss")) if metrics.exists("val_loss") else 0,
+                "epochs": int(metrics.get_last_value("epochs_run"))
+                if metrics.exists("epochs_run")
+                else len(metrics.get_history("val_loss"))
+                if metrics.exists("val_loss")
+                else 0,
                 "val_perplexity": math.exp(best) if best is not None and math.isfinite(best) else None,
                 "seconds": round(seconds, 2) if seconds is not None else None,
             }

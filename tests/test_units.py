@@ -1,0 +1,93 @@
+"""Library pieces checked on hand-made inputs, with the figures they must give."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tfrnn.errors import TrainingDiverged
+
+
+def _row(model, units, val_ppl, train_ppl, best_val_ppl=None, best_epoch=50, layers=1):
+    return {
+        "model": model,
+        "status": "ok",
+        "units": units,
+        "layers": layers,
+        "val_ppl": val_ppl,
+        "train_ppl": train_ppl,
+        "best_val_ppl": best_val_ppl or val_ppl,
+        "best_epoch": best_epoch,
+        "epochs": 50,
+        "params_recurrent_study": 100 * units,
+        "params_recurrent_keras": 100 * units,
+    }
+
+
+def test_findings_follow_the_rows():
+    from tfrnn.report import findings
+
+    monotone = [_row("gru-8", 8, 9.0, 8.0), _row("gru-16", 16, 7.0, 6.0)]
+    said = findings({"GRU": monotone}, monotone, unigram=16.0)
+    assert said[0] == (
+        "GRU: more units gave lower validation perplexity at every step (gru-8, gru-16), as the study found."
+    )
+    overfit = [_row("gru-8", 8, 9.0, 8.0), _row("gru-16", 16, 9.5, 5.0, best_val_ppl=8.5, best_epoch=20)]
+    said = findings({"GRU": overfit}, overfit, unigram=16.0)
+    assert (
+        said[0].startswith("GRU: unlike the study") and "gru-16 (9.50) is not below gru-8 (9.00)" in said[0]
+    )
+    assert "by training perplexity the order is the study's (8.00 > 5.00" in said[1]
+    assert "gru-16 overfits (validation perplexity was lowest, 8.50, at epoch 20 and rose to 9.50" in said[2]
+    deep = [_row("gru-3x32", 32, 15.5, 15.0, layers=3) | {f"continuation: {p}": "   " for p in _prompts()}]
+    said = findings({}, deep, unigram=16.0)
+    assert (
+        said[0]
+        == "Stalled near the unigram level (validation perplexity 16.00 from letter counts alone): gru-3x32."
+    )
+    assert said[1].startswith("1 of 1 deep stacks wrote only blanks after the three prompts (gru-3x32)")
+
+
+def _prompts():
+    from tfrnn.study import PROMPTS
+
+    return PROMPTS
+
+
+def test_unigram_perplexity_is_the_letter_count_level(tmp_path):
+    from tfrnn.compare import unigram_perplexity
+
+    text = tmp_path / "ab.txt"
+    text.write_text("ab" * 1000)  # 2,000 characters: a and b only
+    n_train = int(0.9 * 2000)  # the book preset's training part: 900 a, 900 b
+    # add-one smoothing over the 28 tokens: p(a) = p(b) = 901 / (1,800 + 28)
+    assert unigram_perplexity(text, "book", 10) == pytest.approx((n_train + 28) / (n_train / 2 + 1))
+
+
+def test_a_short_text_is_split_two_thirds_one_third():
+    import numpy as np
+
+    from tfrnn.data import hw4_windows
+
+    parts = hw4_windows(np.arange(1_000, dtype=np.int32) % 28, 32)  # 968 windows of 33 characters
+    assert len(parts["train"][0]) == 645 and len(parts["val"][0]) == 323
+    assert (parts["val"][0][0] == np.arange(645, 677) % 28).all()
+
+
+@pytest.mark.parametrize(
+    "logs, expected",
+    [
+        (
+            {"loss": 1.0, "perplexity": 2.7, "val_loss": math.nan, "val_perplexity": math.nan},
+            "validation loss",
+        ),
+        ({"loss": math.inf, "perplexity": math.inf}, "training loss became inf in epoch 3"),
+    ],
+)
+def test_stop_on_nan_checks_training_and_validation(logs, expected):
+    from tfrnn.train import StopOnNaN
+
+    with pytest.raises(TrainingDiverged, match=expected):
+        StopOnNaN().on_epoch_end(2, logs)
+    StopOnNaN().on_epoch_end(2, {"loss": 1.0, "val_loss": 1.2})  # finite: nothing happens
