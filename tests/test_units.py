@@ -46,7 +46,16 @@ def test_findings_follow_the_rows():
         said[0]
         == "Stalled near the unigram level (validation perplexity 16.00 from letter counts alone): gru-3x32."
     )
-    assert said[1].startswith("1 of 1 deep stacks wrote only blanks after the three prompts (gru-3x32)")
+    assert said[1] == (
+        "1 of 1 deep stacks wrote only blanks after the three prompts (gru-3x32); in the study 3 of 4 did."
+    )
+    learned = [_row("gru-5x32", 32, 12.0, 11.0, layers=5) | {f"continuation: {p}": "the" for p in _prompts()}]
+    said = findings({}, learned, unigram=16.0)
+    assert said[0] == (
+        "The study's gru-5x32 stalled near the unigram level (16.7); "
+        "here it reached 12.00 (unigram level 16.00)."
+    )
+    assert said[1].startswith("0 of 1 deep stacks wrote only blanks after the three prompts;")
 
 
 def _prompts():

@@ -24,6 +24,7 @@ from tfrnn.config import (
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths, exclusive
+from tuner.search import TUNERS
 
 
 def _import_tensorflow_quietly() -> None:
@@ -677,7 +678,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 @click.option(
     "--tuner",
     "tuner_kind",
-    type=click.Choice(["hyperband", "bayesian", "random"]),
+    type=click.Choice(TUNERS),
     default="hyperband",
     show_default=True,
     help="Keras Tuner search algorithm.",

@@ -11,7 +11,7 @@ from pathlib import Path
 from tfrnn.compare import families, ranks
 from tfrnn.plots import CELL_COLOURS, figure
 from tfrnn.rundir import read_history
-from tfrnn.study import PROMPTS, STUDY_RANKS
+from tfrnn.study import PROMPTS, STUDY_BLANK_DEEP_STACKS, STUDY_MODELS, STUDY_RANKS
 
 
 def _slug(title: str) -> str:
@@ -187,7 +187,7 @@ def findings(tables: dict[str, list[dict]], rows: list[dict], unigram: float) ->
                 f"Stalled near the unigram level (validation perplexity {unigram:.2f} from letter "
                 f"counts alone): {', '.join(r['model'] for r in stalled)}."
             )
-        study_stalled = {"gru-5x32": 16.7, "lstm-5x32": 17.5}
+        study_stalled = {name: m["val_ppl"] for name, m in STUDY_MODELS.items() if "val_ppl" in m}
         for r in deep:
             if r["model"] in study_stalled and r not in stalled:
                 out.append(
@@ -198,7 +198,8 @@ def findings(tables: dict[str, list[dict]], rows: list[dict], unigram: float) ->
         blanks = [r["model"] for r in deep if all(not r[f"continuation: {p}"].strip() for p in PROMPTS)]
         out.append(
             f"{len(blanks)} of {len(deep)} deep stacks wrote only blanks after the three prompts"
-            f"{' (' + ', '.join(blanks) + ')' if blanks else ''}; in the study 3 of 4 did."
+            f"{' (' + ', '.join(blanks) + ')' if blanks else ''}; "
+            f"in the study {STUDY_BLANK_DEEP_STACKS} of 4 did."
         )
     differ = [r for r in ok if r["params_recurrent_study"] != r["params_recurrent_keras"]]
     if differ:

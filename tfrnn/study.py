@@ -28,6 +28,9 @@ STUDY_MODELS: dict[str, dict] = {
     "lstm-5x32": dict(seconds=397, params=41.73e3, macs=44.37e6, val_ppl=17.5),
 }
 
+#: How many of the study's four deep stacks wrote only blanks after its three prompts.
+STUDY_BLANK_DEEP_STACKS = 3
+
 #: The study's perplexity ranks (1 = lowest perplexity) in each of its tables.
 STUDY_RANKS: dict[str, dict[str, int]] = {
     "GRU": {"gru-8": 5, "gru-16": 4, "gru-32": 3, "gru-64": 2, "gru-128": 1},
