@@ -263,3 +263,47 @@ def test_hw4_builds_only_the_windows_it_uses():
         tracemalloc.stop()
     assert len(parts["train"][0]) == 10_000 and len(parts["val"][0]) == 5_000
     assert peak <= 1.5 * hw4_window_bytes(32)
+
+
+def _hold_lock(path) -> subprocess.Popen:
+    """Another process holding ``path``'s lock as tfrnn does (flock, its pid written in)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_report_or_tuning_project_in_use_is_refused_naming_the_holder(tmp_path):
+    report = tmp_path / "report"
+    holder = _hold_lock(tmp_path / ".report.lock")
+    try:
+        result = run_cli("compare", "--cells", "gru", "--units", 8, "--epochs", 1, "--out", report)
+        expected = f"the report {report} is in use by another tfrnn process (pid {holder.pid})"
+        assert_one_line_error(result, expected)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not report.exists()
+    tuning = tmp_path / "tuning"
+    tuning.mkdir()
+    holder = _hold_lock(tuning / ".tfrnn.lock")
+    try:
+        result = run_cli("tune", "--tuner", "random", "--max-trials", 1, "--epochs", 1, "--directory", tuning)
+        assert_one_line_error(result, f"is in use by another tfrnn process (pid {holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tuning / "tfrnn").exists()

@@ -832,12 +832,12 @@ def tune(
     _check_data(data)  # a bad data source stops here
     if out is not None and role != "worker":  # the retrained model's folder, before the search
         RunPaths(out).check(overwrite=overwrite, resume=False)
-    if role != "worker":
-        check_project(directory, project, space, preset, overwrite)
+    if role != "worker":  # the lock first: a project in use is not touched
         lock = directory / f".{project}.lock"
         click.get_current_context().with_resource(
             exclusive(lock, f"the tuning project {directory / project}")
         )
+        check_project(directory, project, space, preset, overwrite)
     _import_tensorflow_quietly()
     from tuner.search import retrain_best, run_search, trial_rows, trial_table, write_results
 
