@@ -24,6 +24,7 @@ from tfrnn.config import (
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths, exclusive
+from tfrnn.tfds_source import is_tfds
 from tuner.search import TUNERS
 
 
@@ -58,7 +59,7 @@ class DataSource(click.ParamType):
     name = "PATH|tfds:NAME"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, Path) or value.startswith("tfds:"):
+        if isinstance(value, Path) or is_tfds(value):
             return value
         return Path(value)
 
@@ -73,7 +74,6 @@ DATA_HELP = (
 def _check_data(data) -> None:
     """Read the data once, so that a bad source stops before anything is written."""
     from tfrnn.data import Corpus
-    from tfrnn.tfds_source import is_tfds
 
     if is_tfds(data):  # tensorflow_datasets imports TensorFlow
         _import_tensorflow_quietly()

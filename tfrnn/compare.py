@@ -339,6 +339,6 @@ def unigram_perplexity(data: Path | None, preset: str, num_steps: int) -> float:
     else:
         parts = corpus.book_parts(num_steps)
         train, val = parts["train"], parts["val"]
-    counts = np.bincount(train, minlength=28) + 1.0  # add-one smoothing
+    counts = np.bincount(train, minlength=VOCAB_SIZE) + 1.0  # add-one smoothing
     logp = np.log(counts / counts.sum())
     return float(np.exp(-logp[val].mean()))

@@ -34,6 +34,21 @@ def xla_setting(setting: str | None = None) -> str:
     return value
 
 
+def env_seconds(name: str, default: float) -> float:
+    """Seconds from ``$NAME`` (``default`` when unset); a one-line error unless a positive,
+    finite number."""
+    import os
+
+    value = os.environ.get(name, f"{default:g}")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"${name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 #: Defaults of each preset. ``hw4`` is the reference study's protocol (PROTOCOL.md);
 #: ``book`` trains on the whole text with a held-out test part, evaluated with the
 #: recurrent state carried through each part. Its model and schedule are the best found

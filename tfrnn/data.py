@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfrnn.errors import DataError
+from tfrnn.errors import DataError, one_line
 
 BOOK_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 BOOK_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
@@ -124,9 +124,8 @@ def book_path() -> Path:
             path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url, cache_dir=cache_dir))
         except Exception as exc:  # network errors come in many types
             cause = exc.__cause__ or exc.__context__ or exc
-            reason = " ".join(str(cause).split()) or type(cause).__name__
             raise DataError(
-                f"could not download the book from {url} ({reason}); "
+                f"could not download the book from {url} ({one_line(cause)}); "
                 f"pass --data PATH or set ${DATA_ENV} to a local copy"
             ) from None
     digest = sha1_of(path)

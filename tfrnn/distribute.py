@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 
+from tfrnn.config import env_seconds
 from tfrnn.errors import ConfigError
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -79,14 +80,7 @@ def cluster_peers() -> list[str]:
 
 def peer_timeout() -> float:
     """Seconds to wait for the other workers: ``$TFRNN_PEER_TIMEOUT`` (300)."""
-    value = os.environ.get(PEER_TIMEOUT_ENV, "300")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not (seconds > 0 and seconds != float("inf")):
-        raise ConfigError(f"${PEER_TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
-    return seconds
+    return env_seconds(PEER_TIMEOUT_ENV, 300)
 
 
 def wait_for_peers(create, peers: list[str], timeout: float):

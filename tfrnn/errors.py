@@ -23,3 +23,11 @@ class Interrupted(TfrnnError):
     """The user interrupted a long job (Ctrl-C); what was finished is kept."""
 
     exit_code = 130
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """``exc``'s message on one line, cut at ``limit`` characters; its type's name if it has
+    none. (TensorFlow's errors keep their bare message in ``.message``.)"""
+    message = getattr(exc, "message", None)
+    text = " ".join(str(message if isinstance(message, str) and message else exc).split())
+    return text[:limit] or type(exc).__name__

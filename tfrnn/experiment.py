@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tfrnn.config import TrainConfig
 from tfrnn.data import Corpus, eval_batch_size, make_splits
-from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged
+from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged, one_line
 from tfrnn.generate import study_continuations
 from tfrnn.memory import check_fits
 from tfrnn.models import parameter_counts
@@ -195,7 +195,7 @@ def tf_errors() -> type:
 def training_failed(exc: BaseException, paths: RunPaths) -> TfrnnError:
     """One line for a run TensorFlow stopped; its partial folder is kept only when it holds a
     completed epoch to resume from."""
-    reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:200] or type(exc).__name__
+    reason = one_line(exc, 200)
     kind = "out of memory" if isinstance(exc, MemoryError) or "OOM" in reason else type(exc).__name__
     done = paths.completed_epochs()
     if not done:

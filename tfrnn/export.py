@@ -175,7 +175,7 @@ def export_run(run_dir: Path) -> Path:
     import shutil
 
     import tfrnn.train  # noqa: F401  (registers tfrnn's custom layer and metric)
-    from tfrnn.errors import TfrnnError
+    from tfrnn.errors import TfrnnError, one_line
     from tfrnn.serving import SAVED_MODEL_DIR
 
     run_dir = Path(run_dir)
@@ -185,9 +185,8 @@ def export_run(run_dir: Path) -> Path:
         model = keras.saving.load_model(run_dir / "model.keras")
         vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
     except Exception as exc:  # a truncated zip, damaged JSON, ...: Keras raises many kinds
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise TfrnnError(
-            f"{run_dir}/model.keras cannot be loaded ({reason}): the run folder is damaged"
+            f"{run_dir}/model.keras cannot be loaded ({one_line(exc, 160)}): the run folder is damaged"
         ) from None
     tmp = run_dir / f".{SAVED_MODEL_DIR}.tmp"
     final = run_dir / SAVED_MODEL_DIR
@@ -197,6 +196,6 @@ def export_run(run_dir: Path) -> Path:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     except (OSError, tf.errors.OpError) as exc:
-        reason = getattr(exc, "strerror", None) or " ".join(str(getattr(exc, "message", exc)).split())[:160]
+        reason = getattr(exc, "strerror", None) or one_line(exc, 160)
         raise TfrnnError(f"cannot write the SavedModel into {run_dir}: {reason}") from None
     return final

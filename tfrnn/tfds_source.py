@@ -19,7 +19,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from tfrnn.errors import DataError
+from tfrnn.errors import DataError, one_line
 
 PREFIX = "tfds:"
 SYNTAX = "tfds:NAME[/CONFIG][:SPLIT][#FEATURE]"
@@ -68,8 +68,8 @@ def _import_tfds():
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+    text = one_line(exc)
+    return (text[:200] + "...") if len(text) > 200 else text
 
 
 def unreachable(url: str, timeout: float = 10) -> str | None:
@@ -148,22 +148,20 @@ def load_texts(source: str) -> dict[str, str]:
     feature = _text_feature(tfds, builder, src)
     urls = [] if builder.is_prepared() else list(builder.url_infos or {})
     reason = unreachable(urls[0]) if urls and src.name != "time_machine" else None  # it checks itself
+    offline = (
+        f"on a machine without network, build it where there is one (tfds build "
+        f"{src.name.split('/')[0]}) and copy it into {builder.data_dir_root}"
+    )
     if reason:
         raise DataError(
-            f"could not prepare {src}: its download ({urls[0]}) cannot be reached ({reason}); on a "
-            f"machine without network, build it where there is one (tfds build {src.name.split('/')[0]}) "
-            f"and copy it into {builder.data_dir_root}"
+            f"could not prepare {src}: its download ({urls[0]}) cannot be reached ({reason}); {offline}"
         )
     try:
         builder.download_and_prepare()
     except DataError:
         raise
     except Exception as exc:  # no network, a failed download, a damaged dataset folder
-        raise DataError(
-            f"could not prepare {src} ({_reason(exc)}); on a machine without network, build it "
-            f"where there is one (tfds build {src.name.split('/')[0]}) and copy it into "
-            f"{builder.data_dir_root}"
-        ) from None
+        raise DataError(f"could not prepare {src} ({_reason(exc)}); {offline}") from None
     splits = _split_names(builder)
     if src.split is not None:
         base = re.split(r"[\[+]", src.split, maxsplit=1)[0]

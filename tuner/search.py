@@ -9,6 +9,7 @@ import os
 import socket
 from pathlib import Path
 
+from tfrnn.config import env_seconds
 from tfrnn.errors import ConfigError, TfrnnError
 from tuner.space import SearchSpace
 
@@ -47,14 +48,7 @@ def configure_distribution(chief: str | None, worker: str | None, worker_id: str
 
 def chief_timeout() -> float:
     """Seconds a worker waits for its chief: ``$TFRNN_CHIEF_TIMEOUT`` (60)."""
-    value = os.environ.get("TFRNN_CHIEF_TIMEOUT", "60")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"$TFRNN_CHIEF_TIMEOUT must be a positive number of seconds, got {value!r}")
-    return seconds
+    return env_seconds("TFRNN_CHIEF_TIMEOUT", 60)
 
 
 def _wait_for_chief(host: str, port: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from tfrnn.data import BOOK_FILENAME, BOOK_URL, DATA_ENV, local_book
-from tfrnn.errors import DataError
+from tfrnn.errors import DataError, one_line
 from tfrnn.tfds_source import unreachable
 
 
@@ -77,7 +77,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 try:
                     path = Path(dl_manager.download(BOOK_URL))
                 except Exception as exc:  # network errors come in many types
-                    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+                    reason = one_line(exc, 200)
             if path is None:
                 manual = self.data_dir_root / "downloads" / "manual" / BOOK_FILENAME
                 raise DataError(
