@@ -282,6 +282,7 @@ def _hw4(key: str, missing: str = "") -> str:
 @click.option(
     "--data",
     type=DATA,
+    metavar=DATA.name,
     default=None,
     help=f"{DATA_HELP}  [default: The Time Machine, downloaded once and checked against its "
     "SHA-1, or $TFRNN_DATA if set]",
@@ -629,7 +630,9 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
     help="Training preset of an options grid.  [default: hw4]",
 )
 @click.option("--epochs", type=int, default=None, help="Override every model's epochs (a quick look).")
-@click.option("--data", type=DATA, default=None, help=f"{DATA_HELP}  [default: The Time Machine]")
+@click.option(
+    "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
+)
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
@@ -762,7 +765,9 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     help="Run folder of the retrained best model.  [default: saved_models/tuned-NAME]",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed of data and search.")
-@click.option("--data", type=DATA, default=None, help=f"{DATA_HELP}  [default: The Time Machine]")
+@click.option(
+    "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
+)
 @click.option(
     "--chief",
     default=None,
