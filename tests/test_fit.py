@@ -6,10 +6,13 @@ import csv
 import json
 import math
 
+import click
 import numpy as np
 import pytest
 
 from tests.conftest import failing_in_epoch, run_cli
+from tests.test_errors import assert_one_line_error
+from tfrnn.cpu import cpu_summary
 
 RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
 
@@ -41,6 +44,9 @@ def test_run_folder_holds_every_file_and_consistent_numbers(small_run, book):
         len(text) == 20 and set(text) <= set(" abcdefghijklmnopqrstuvwxyz")
         for text in m["continuations"].values()
     )
+    step = m["training_step"]  # what the training step used here
+    assert step["xla"] is False and step["steps_per_execution"] == 10  # TFRNN_XLA=off; 10 batches
+    assert step["precision"] == "float32" and step["cpu"].startswith(cpu_summary().split(",")[0])
     assert json.loads((out / "vocab.json").read_text())["tokens"][:3] == [" ", "<unk>", "a"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # what the CLI printed is what the folder holds
@@ -198,6 +204,29 @@ def test_fit_help_documents_every_option():
         assert param.help, f"{param.name} has no help text"
         assert param.opts[-1] in result.output
     assert "tfrnn fit --cell lstm --units 128" in result.output
+    # numeric options show their range (click's notation) from the checks the library runs
+    ctx = click.Context(fit)
+    shown = {p.opts[-1]: p.get_help_record(ctx)[1] for p in fit.params}
+    for option, bounds in (("--units", "x>=1"), ("--dropout", "0.0<=x<1.0"), ("--lr", "x>0.0")):
+        assert shown[option].endswith(f"{bounds}]") and " ".join(shown[option].split()) in " ".join(
+            result.output.split()
+        )
+
+
+def test_ranged_options_are_refused_in_the_library_s_words():
+    cases = {
+        ("fit", "--units", "0"): "--units must be a positive integer, got 0",
+        ("fit", "--batch-size", "1.5"): "--batch-size must be a positive integer, got '1.5'",
+        ("fit", "--clip", "-1"): "--clip must be >= 0 (0 turns clipping off), got -1.0",
+        ("fit", "--ema", "1"): "--ema must be in [0, 1) (0: no moving average), got 1.0",
+        ("compare", "--epochs", "0"): "--epochs must be a positive integer, got 0",
+        ("generate", "x", "--top-k", "-1"): "--top-k must be >= 0 (0: no limit), got -1",
+        ("tune", "--epochs", "-3"): "--epochs must be a positive integer, got -3",
+    }
+    for args, message in cases.items():
+        result = run_cli(*args)
+        assert_one_line_error(result, message)
+        assert result.stderr.strip() == f"tfrnn: error: {message}"
 
 
 @pytest.mark.slow

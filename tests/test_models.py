@@ -110,3 +110,42 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow), pytest.param("rnn", marks=pytest.mark.slow)]
+)
+def test_mixed_precision_computes_in_bfloat16_and_serves_in_float32(cell, tmp_path, book):
+    """--precision mixed_bfloat16: bfloat16 layers over float32 weights, float32 logits and
+    loss; the SavedModel serves a float32 copy whose score is Keras' float32 figure."""
+    import tensorflow as tf
+
+    from tfrnn.data import Corpus
+    from tfrnn.export import export_saved_model
+    from tfrnn.models import float32_copy, recurrent_layers
+
+    config = TrainConfig.resolve(cell=cell, units=8, layers=2, lr=1.0, precision="mixed_bfloat16")
+    model = compile_model(config, 28)
+    layer = recurrent_layers(model)[0]
+    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 28, size=(16, 12)).astype("int32")
+    history = model.fit(x, np.roll(x, -1, axis=1), epochs=2, batch_size=8, verbose=0).history
+    assert all(np.isfinite(history["loss"]))
+    assert model(x[:2]).dtype == "float32"
+
+    copy = float32_copy(model)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # bfloat16 keeps 8 bits of mantissa: the two models' logits agree to its precision
+    np.testing.assert_allclose(model(x[:2]), copy(x[:2]), atol=0.1)
+
+    vocab = Corpus.load(book).vocab
+    text = "the time traveller smiled"
+    loaded = tf.saved_model.load(str(export_saved_model(model, vocab, tmp_path / "sm")))
+    served = float(loaded.score(tf.constant([text]))["cross_entropy"][0])
+    ids = np.array([vocab.tokens.index(c) for c in text])[None]
+    logits = copy(ids[:, :-1])
+    expected = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(ids[:, 1:], logits)))
+    assert served == pytest.approx(expected, rel=1e-5)

@@ -100,3 +100,31 @@ def test_stop_on_nan_checks_training_and_validation(logs, expected):
     with pytest.raises(TrainingDiverged, match=expected):
         StopOnNaN().on_epoch_end(2, logs)
     StopOnNaN().on_epoch_end(2, {"loss": 1.0, "val_loss": 1.2})  # finite: nothing happens
+
+
+def test_steps_per_execution_divides_the_epoch():
+    import tensorflow as tf
+
+    from tfrnn.train import MAX_STEPS_PER_EXECUTION, steps_per_execution
+
+    for steps in (1, 7, 10, 11, 24, 100, 243):
+        n = steps_per_execution(steps)
+        assert steps % n == 0 and 1 <= n <= MAX_STEPS_PER_EXECUTION
+        assert not any(steps % m == 0 for m in range(n + 1, MAX_STEPS_PER_EXECUTION + 1))
+    assert [steps_per_execution(s) for s in (10, 11, 24)] == [10, 1, 8]
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        assert steps_per_execution(10) == 1
+
+
+def test_ranges_check_kind_bounds_and_finiteness():
+    from tfrnn.config import POSITIVE_INT, TRAIN_RANGES
+    from tfrnn.errors import ConfigError
+
+    assert POSITIVE_INT.holds(1) and not any(POSITIVE_INT.holds(v) for v in (0, -3, 1.0, True, "1"))
+    dropout, lr = TRAIN_RANGES["dropout"], TRAIN_RANGES["lr"]
+    assert dropout.holds(0) and dropout.holds(0.99) and not dropout.holds(1.0)
+    assert not any(r.holds(math.nan) or r.holds(math.inf) for r in (dropout, lr))
+    assert lr.holds(1e-9) and not lr.holds(0.0)
+    with pytest.raises(ConfigError, match=r"^--x must be a positive integer, got 0$"):
+        POSITIVE_INT.check("--x", 0)
+    assert lr.message("--lr", math.inf) == "--lr must be a positive number, got inf (not a finite number)"

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from tfrnn import serving
 from tfrnn.config import (
     ADAMW_WEIGHT_DECAY,
     CELLS,
     DROPOUT_PLACES,
     OPTIMIZERS,
+    POSITIVE_INT,
+    PRECISIONS,
     PRESET_DEFAULTS,
     PRESETS,
     SCHEDULES,
+    TRAIN_RANGES,
     XLA_SETTINGS,
+    Range,
     TrainConfig,
     xla_setting,
 )
@@ -80,23 +84,31 @@ def _check_data(data) -> None:
     Corpus.load(data)
 
 
-class FiniteFloat(click.FloatRange):
-    """A float range that also refuses ``nan`` and ``inf`` (``FloatRange`` lets ``nan`` through).
+def ranged(allowed: Range, message: str | None = None) -> click.ParamType:
+    """A click type for ``allowed``: --help shows the range, and a value outside it (or not a
+    finite number) is refused with the library's message, or ``message``."""
+    base = click.IntRange if allowed.integer else click.FloatRange
 
-    (``tfrnn fit``'s floats are checked by ``TrainConfig``, with its own messages.)
-    """
+    class Ranged(base):
+        def convert(self, value, param, ctx):
+            try:  # parsed as a plain number: the range is checked (and reported) by ``allowed``
+                number = (click.INT if allowed.integer else click.FLOAT).convert(value, param, ctx)
+            except click.BadParameter:
+                number = value
+            else:
+                if allowed.holds(number):
+                    return number
+            raise click.UsageError(message or allowed.message(param.opts[0], number), ctx)
 
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+    return Ranged(allowed.low, allowed.high, min_open=allowed.low_open, max_open=allowed.high_open)
 
 
-FINITE = FiniteFloat()
+#: `tfrnn fit`'s numeric options, by TrainConfig field.
+TRAIN = {name: ranged(allowed) for name, allowed in TRAIN_RANGES.items()}
+COUNT = ranged(POSITIVE_INT)
+WINDOW = ranged(POSITIVE_INT, "--window and --stride must be positive integers")
 #: `tfrnn score` says how long it will take for texts longer than this.
 LONG_TEXT = 100_000
-POSITIVE = FiniteFloat(min=0, min_open=True)
 #: Seeds TensorFlow and NumPy both take.
 SEED = click.IntRange(0, 2**31 - 1)
 
@@ -165,11 +177,15 @@ def _hw4(key: str, missing: str = "") -> str:
     default=None,
     help=f"Recurrent cell: SimpleRNN, GRU or LSTM.  [{_hw4('cell')}]",
 )
-@click.option("--units", type=int, default=None, help=f"Hidden units per layer.  [{_hw4('units')}]")
-@click.option("--layers", type=int, default=None, help=f"Stacked recurrent layers.  [{_hw4('layers')}]")
+@click.option(
+    "--units", type=TRAIN["units"], default=None, help=f"Hidden units per layer.  [{_hw4('units')}]"
+)
+@click.option(
+    "--layers", type=TRAIN["layers"], default=None, help=f"Stacked recurrent layers.  [{_hw4('layers')}]"
+)
 @click.option(
     "--dropout",
-    type=float,
+    type=TRAIN["dropout"],
     default=None,
     help="Dropout rate, in [0, 1).  [hw4: 0.5 for stacks, else 0; book: "
     f"{PRESET_DEFAULTS['book']['dropout']}]",
@@ -183,14 +199,14 @@ def _hw4(key: str, missing: str = "") -> str:
 )
 @click.option(
     "--weight-drop",
-    type=float,
+    type=TRAIN["weight_drop"],
     default=None,
     help="LSTM: drop this fraction of the recurrent weights in training (DropConnect, one "
     f"mask per batch, as AWD-LSTM's WeightDrop).  [{_hw4('weight_drop', 0)}]",
 )
 @click.option(
     "--embedding",
-    type=int,
+    type=TRAIN["embedding"],
     default=None,
     help="Learn an embedding of this size instead of the one-hot input of the study.  "
     f"[{_hw4('embedding', 'none')}]",
@@ -205,10 +221,10 @@ def _hw4(key: str, missing: str = "") -> str:
     "as one sequence each with the state carried through; its defaults are the best model "
     "found for 15 minutes of training on 2 CPU cores.",
 )
-@click.option("--epochs", type=int, default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
+@click.option("--epochs", type=TRAIN["epochs"], default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
 @click.option(
     "--lr",
-    type=float,
+    type=TRAIN["lr"],
     default=None,
     help="Learning rate (the peak, with a schedule).  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, "
     "2 for stacks; Adam/AdamW: 0.003]",
@@ -218,13 +234,13 @@ def _hw4(key: str, missing: str = "") -> str:
 )
 @click.option(
     "--weight-decay",
-    type=float,
+    type=TRAIN["weight_decay"],
     default=None,
     help=f"Decoupled weight decay (biases spared).  [adamw: {ADAMW_WEIGHT_DECAY}, else 0]",
 )
 @click.option(
     "--ema",
-    type=float,
+    type=TRAIN["ema"],
     default=None,
     metavar="MOMENTUM",
     help="book: keep an exponential moving average of the weights with this momentum (e.g. "
@@ -238,9 +254,17 @@ def _hw4(key: str, missing: str = "") -> str:
     "at the last epoch; plateau = halved whenever validation loss does not improve.  "
     f"[{_hw4('schedule', 'constant')}]",
 )
-@click.option("--batch-size", type=int, default=None, help=f"Sequences per batch.  [{_hw4('batch_size')}]")
 @click.option(
-    "--num-steps", type=int, default=None, help=f"Characters per training sequence.  [{_hw4('num_steps')}]"
+    "--batch-size",
+    type=TRAIN["batch_size"],
+    default=None,
+    help=f"Sequences per batch.  [{_hw4('batch_size')}]",
+)
+@click.option(
+    "--num-steps",
+    type=TRAIN["num_steps"],
+    default=None,
+    help=f"Characters per training sequence.  [{_hw4('num_steps')}]",
 )
 @click.option(
     "--carry-state/--no-carry-state",
@@ -251,19 +275,19 @@ def _hw4(key: str, missing: str = "") -> str:
 )
 @click.option(
     "--clip",
-    type=float,
+    type=TRAIN["clip"],
     default=None,
     help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]",
 )
 @click.option(
     "--patience",
-    type=int,
+    type=TRAIN["patience"],
     default=None,
     help="Stop early when validation loss has not improved for this many epochs.  [default: never]",
 )
 @click.option(
     "--time-budget",
-    type=float,
+    type=TRAIN["time_budget"],
     default=None,
     metavar="MINUTES",
     help="Stop after the epoch that brings training time past MINUTES.  [default: no limit]",
@@ -315,6 +339,14 @@ def _hw4(key: str, missing: str = "") -> str:
     "sequences of at most 64 steps and 20 epochs or more, where it is faster and pays back "
     "compiling (~10-20 s, once).  "
     "[default: $TFRNN_XLA or auto]",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32 weights, logits "
+    "and loss (for CPUs with AMX or GPUs; slower than float32 on CPUs without AMX, README "
+    '"Training speed"); the SavedModel serves in float32 either way.  [default: float32]',
 )
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
 def fit(
@@ -447,21 +479,21 @@ def export(run_dir: Path) -> None:
 )
 @click.option(
     "--chars",
-    type=int,
+    type=ranged(serving.CHARS),
     default=20,
     show_default=True,
     help="Characters to generate after each prompt (at most 100,000).",
 )
 @click.option(
     "--temperature",
-    type=FINITE,
+    type=ranged(serving.TEMPERATURE),
     default=0.0,
     show_default=True,
     help="0 picks the likeliest character (greedy, as in the study); higher samples more freely.",
 )
 @click.option(
     "--top-k",
-    type=int,
+    type=ranged(serving.TOP_K),
     default=0,
     show_default=True,
     help="Sample only among the K likeliest characters (0: all).",
@@ -475,7 +507,7 @@ def export(run_dir: Path) -> None:
 )
 @click.option(
     "--num-samples",
-    type=int,
+    type=COUNT,
     default=1,
     show_default=True,
     help="Continuations per prompt (useful with --temperature > 0).",
@@ -491,10 +523,6 @@ def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> No
       tfrnn generate saved_models/gru-32 --prompt "it has"
       tfrnn generate saved_models/lstm-128 --prompt "the time" --chars 200 --temperature 0.8
     """
-    from tfrnn import serving
-
-    if num_samples <= 0:
-        raise TfrnnError(f"--num-samples must be a positive integer, got {num_samples}")
     serving.resolve_saved_model(model)
     _import_tensorflow_quietly()
     loaded = serving.load(model)
@@ -513,15 +541,16 @@ def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> No
 )
 @click.option(
     "--window",
-    type=int,
+    type=WINDOW,
     default=None,
     help="Score (WINDOW + 1)-character windows, each from a zero state, as training "
     "validates (hw4: 32).  [default: the whole text from one zero state]",
 )
-@click.option("--stride", type=int, default=None, help="Characters between window starts.  [default: WINDOW]")
+@click.option(
+    "--stride", type=WINDOW, default=None, help="Characters between window starts.  [default: WINDOW]"
+)
 def score(model, text_file, window, stride) -> None:
     """Perplexity of MODEL (a run folder or SavedModel folder) on a text file."""
-    from tfrnn import serving
     from tfrnn.data import clean, read_text
 
     serving.resolve_saved_model(model)
@@ -553,9 +582,9 @@ def score(model, text_file, window, stride) -> None:
     show_default=True,
     help="Cell to profile without training (ignored with RUN_DIR).",
 )
-@click.option("--units", type=int, default=32, show_default=True, help="Hidden units per layer.")
-@click.option("--layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--embedding", type=int, default=None, help="Embedding size instead of one-hot input.")
+@click.option("--units", type=COUNT, default=32, show_default=True, help="Hidden units per layer.")
+@click.option("--layers", type=COUNT, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--embedding", type=COUNT, default=None, help="Embedding size instead of one-hot input.")
 @click.option(
     "--preset",
     type=click.Choice(PRESETS),
@@ -576,18 +605,11 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
       tfrnn profile saved_models/gru-32
     """
     from tfrnn.memory import check_fits
-    from tfrnn.rundir import read_metrics
+    from tfrnn.rundir import read_run
 
     training = None
     if run_dir is not None:
-        metrics = read_metrics(Path(run_dir))
-        try:
-            config = TrainConfig(**metrics["config"])
-        except TypeError as exc:
-            raise TfrnnError(
-                f"{run_dir}/metrics.json holds a configuration tfrnn cannot read ({exc})"
-            ) from None
-        training = metrics
+        training, config = read_run(run_dir)
     else:
         config = TrainConfig.resolve(preset, cell=cell, units=units, layers=layers, embedding=embedding)
     check_fits(config)
@@ -629,7 +651,7 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
     default=None,
     help="Training preset of an options grid.  [default: hw4]",
 )
-@click.option("--epochs", type=int, default=None, help="Override every model's epochs (a quick look).")
+@click.option("--epochs", type=COUNT, default=None, help="Override every model's epochs (a quick look).")
 @click.option(
     "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
 )
@@ -688,14 +710,14 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 )
 @click.option(
     "--max-trials",
-    type=int,
+    type=COUNT,
     default=20,
     show_default=True,
     help="Trials to run (bayesian, random; hyperband sizes its own rounds).",
 )
 @click.option(
     "--epochs",
-    type=int,
+    type=COUNT,
     default=10,
     show_default=True,
     help="Epochs per trial at most (early stopping may end a trial sooner).",
@@ -747,14 +769,14 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 )
 @click.option(
     "--time-budget",
-    type=POSITIVE,
+    type=TRAIN["time_budget"],
     default=None,
     metavar="MINUTES",
     help="Stop each trial after the epoch that brings its training time past MINUTES.  [default: no limit]",
 )
 @click.option(
     "--final-epochs",
-    type=int,
+    type=COUNT,
     default=None,
     help="Epochs to retrain the best configuration for.  [default: --epochs]",
 )
@@ -827,9 +849,6 @@ def tune(
     from tuner.search import check_project, configure_distribution
     from tuner.space import space_from_options
 
-    for name, value in (("--epochs", epochs), ("--max-trials", max_trials), ("--final-epochs", final_epochs)):
-        if value is not None and value <= 0:
-            raise TfrnnError(f"{name} must be a positive integer, got {value}")
     if optimizers is None and space_file is None:
         optimizers = PRESET_DEFAULTS[preset]["optimizer"]
     space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)

@@ -8,7 +8,6 @@ and the others go on.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from pathlib import Path
 from tfrnn.config import TrainConfig, read_toml
 from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError, Interrupted, TfrnnError
-from tfrnn.rundir import RunPaths
-from tfrnn.study import HW4_GRID, PROMPTS
+from tfrnn.rundir import RunPaths, read_metrics
+from tfrnn.study import HW4_GRID
 
 _CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__ if f != "preset"}
 
@@ -166,14 +165,12 @@ def check_report_folder(out: Path) -> None:
 
 def _finished(run_dir: Path, config: dict, data_sha1: str) -> dict | None:
     """The metrics of a finished run of ``config`` on the same text, else None."""
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except ValueError:
-            return None
-        if metrics.get("config") == config and metrics.get("data", {}).get("sha1") == data_sha1:
-            return metrics
+    try:
+        metrics = read_metrics(run_dir)
+    except (TfrnnError, OSError):  # not there (yet), or damaged: train it again
+        return None
+    if metrics["config"] == config and metrics.get("data", {}).get("sha1") == data_sha1:
+        return metrics
     return None
 
 
@@ -244,7 +241,7 @@ def run_comparison(
 ) -> tuple[list[dict], Path]:
     """Train ``grid`` into ``out`` (finished models kept) and write its report: the result
     rows and the path of report.md."""
-    from tfrnn.report import write_report
+    from tfrnn.report import result_rows, write_report
 
     started = time.perf_counter()
     results = run_grid(grid, out, data=data, verbose=verbose, log=log, strategy=strategy)
@@ -252,77 +249,6 @@ def run_comparison(
     first = grid.configs[0]
     unigram = unigram_perplexity(data, first.preset, first.num_steps)
     return rows, write_report(out, grid.name, rows, unigram, time.perf_counter() - started)
-
-
-def result_rows(results: list[dict]) -> list[dict]:
-    """One flat row per model (for CSV, JSON and the report)."""
-    from tfrnn.profile import study_macs
-    from tfrnn.study import STUDY_CONTINUATIONS, STUDY_MODELS
-
-    rows = []
-    for m in results:
-        c = m["config"]
-        row = {
-            "model": m["name"],
-            "cell": c["cell"],
-            "units": c["units"],
-            "layers": c["layers"],
-            "dropout": c["dropout"],
-            "preset": c["preset"],
-            "epochs": c["epochs"],
-            "status": "failed" if "failed" in m else "ok",
-            "error": m.get("failed", ""),
-        }
-        study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" else {}
-        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or VOCAB_SIZE)
-        if "failed" not in m:
-            p = m["parameters"]
-            row.update(
-                val_ppl=m["final_val_perplexity"],
-                best_val_ppl=m["best_val_perplexity"],
-                best_epoch=m["best_epoch"],
-                train_ppl=m["final_train_perplexity"],
-                test_ppl=m["test_perplexity"],
-                training_seconds=m["training_seconds"],
-                seconds_per_epoch=m["median_epoch_seconds"],
-                params_total=p["total"],
-                params_recurrent_keras=p["recurrent_keras"],
-                params_recurrent_study=p["recurrent_study"],
-            )
-            for prompt in PROMPTS:
-                row[f"continuation: {prompt}"] = m["continuations"][prompt]
-        row["study_seconds"] = study.get("seconds")
-        row["study_params"] = study.get("params")
-        row["study_macs"] = study.get("macs")
-        study_text = STUDY_CONTINUATIONS.get(m["name"]) if study else None
-        for prompt, text in zip(PROMPTS, study_text or (None,) * 3):
-            row[f"study continuation: {prompt}"] = text
-        rows.append(row)
-    return rows
-
-
-def families(rows: list[dict]) -> dict[str, list[dict]]:
-    """The report's tables: one per single-layer cell, one per shared width, deep stacks."""
-    single = [r for r in rows if r["layers"] == 1]
-    tables: dict[str, list[dict]] = {}
-    for cell in ("gru", "lstm", "rnn"):
-        members = sorted((r for r in single if r["cell"] == cell), key=lambda r: r["units"])
-        if members:
-            tables[{"gru": "GRU", "lstm": "LSTM", "rnn": "SimpleRNN"}[cell]] = members
-    for units in sorted({r["units"] for r in single}):
-        members = [r for r in single if r["units"] == units]
-        if len({r["cell"] for r in members}) > 1:
-            tables[f"{units} units"] = sorted(members, key=lambda r: ("rnn", "gru", "lstm").index(r["cell"]))
-    deep = [r for r in rows if r["layers"] > 1]
-    if deep:
-        tables["Deep stacks"] = sorted(deep, key=lambda r: (r["layers"], r["cell"], r["units"]))
-    return tables
-
-
-def ranks(members: list[dict]) -> dict[str, int]:
-    """Rank by final validation perplexity, 1 = lowest; failed models are not ranked."""
-    ok = sorted((r for r in members if r["status"] == "ok"), key=lambda r: r["val_ppl"])
-    return {r["model"]: i for i, r in enumerate(ok, 1)}
 
 
 def unigram_perplexity(data: Path | None, preset: str, num_steps: int) -> float:

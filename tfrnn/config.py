@@ -22,6 +22,74 @@ PRESETS = ("hw4", "book")
 #: XLA for the training step (tfrnn.train.use_xla), and the variable that sets its default.
 XLA_SETTINGS = ("auto", "on", "off")
 XLA_ENV = "TFRNN_XLA"
+#: Keras dtype policies a model trains in: float32, or bfloat16 arithmetic with float32
+#: weights (the logits, loss and perplexity stay float32). Measured in README "Training
+#: speed": not faster than float32 on a CPU without AMX, so float32 is the default.
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option takes: what ``--help`` shows (as click's ranges) and what
+    the library checks, with one message saying what to pass."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    #: what the option must be, e.g. "a positive integer" ("{option} must be {rule}, got ...")
+    rule: str = ""
+
+    def holds(self, value: object) -> bool:
+        """Whether ``value`` is a finite number of the right kind inside the range."""
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+    def message(self, option: str, value: object) -> str:
+        """What ``check`` says of ``value``."""
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        return f"{option} must be {self.rule}, got {value!r}" + (" (not a finite number)" if infinite else "")
+
+    def check(self, option: str, value: object) -> None:
+        """Raise ``ConfigError`` unless ``value`` is in the range."""
+        if not self.holds(value):
+            raise ConfigError(self.message(option, value))
+
+
+POSITIVE_INT = Range(1, integer=True, rule="a positive integer")
+FRACTION = Range(0.0, 1.0, high_open=True, rule="in [0, 1)")
+#: TrainConfig's numeric fields (``None`` is allowed where the field's default is None).
+TRAIN_RANGES = {
+    "units": POSITIVE_INT,
+    "layers": POSITIVE_INT,
+    "epochs": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "num_steps": POSITIVE_INT,
+    "embedding": POSITIVE_INT,
+    "patience": POSITIVE_INT,
+    "dropout": FRACTION,
+    "weight_drop": FRACTION,
+    "ema": Range(0.0, 1.0, high_open=True, rule="in [0, 1) (0: no moving average)"),
+    "lr": Range(0.0, low_open=True, rule="a positive number"),
+    "clip": Range(0.0, rule=">= 0 (0 turns clipping off)"),
+    "weight_decay": Range(0.0, rule=">= 0"),
+    "time_budget": Range(0.0, low_open=True, rule="a positive number of minutes"),
+}
+
+
+#: Fields whose None means "none" (no embedding, no early stopping, no clipping, no clock).
+OPTIONAL_FIELDS = ("embedding", "patience", "clip", "time_budget")
+
+
+def option_name(field: str) -> str:
+    """``batch_size`` -> ``--batch-size``."""
+    return "--" + field.replace("_", "-")
 
 
 def xla_setting(setting: str | None = None) -> str:
@@ -123,6 +191,8 @@ class TrainConfig:
     time_budget: float | None = None
     #: a finished run folder whose weights this run starts from (fine-tuning)
     init_from: str | None = None
+    #: Keras dtype policy of the model's layers (``PRECISIONS``)
+    precision: str = "float32"
 
     @classmethod
     def resolve(cls, preset: str = "hw4", **options) -> TrainConfig:
@@ -155,53 +225,34 @@ class TrainConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        for name in ("dropout", "lr", "clip", "weight_decay", "ema", "weight_drop", "time_budget"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
-        for name in ("cell", "optimizer", "preset", "schedule", "dropout_at"):
+        for name in ("cell", "optimizer", "preset", "schedule", "dropout_at", "precision"):
             if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a name, got {getattr(self, name)!r}")
+                raise ConfigError(f"{option_name(name)} must be a name, got {getattr(self, name)!r}")
+        for name, allowed in TRAIN_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_FIELDS:
+                continue
+            if not allowed.integer and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"{option_name(name)} must be a number, got {value!r}")
+            allowed.check(option_name(name), value)
         if self.cell not in CELLS:
             raise ConfigError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
-        for name in ("units", "layers", "epochs", "batch_size", "num_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.embedding is not None and (not isinstance(self.embedding, int) or self.embedding <= 0):
-            raise ConfigError(f"--embedding must be a positive integer, got {self.embedding!r}")
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.clip is not None and not (math.isfinite(self.clip) and self.clip >= 0):
-            raise ConfigError(f"--clip must be >= 0 (0 turns clipping off), got {self.clip!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.dropout_at not in DROPOUT_PLACES:
             raise ConfigError(
                 f"unknown --dropout-at {self.dropout_at!r}: choose one of {', '.join(DROPOUT_PLACES)}"
             )
-        if not (0.0 <= self.ema < 1.0):
-            raise ConfigError(f"--ema must be in [0, 1) (0: no moving average), got {self.ema!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.ema and self.preset != "book":
             raise ConfigError("--ema needs --preset book (its validation evaluates the average)")
-        if not (0.0 <= self.weight_drop < 1.0):
-            raise ConfigError(f"--weight-drop must be in [0, 1), got {self.weight_drop!r}")
         if self.weight_drop and self.cell != "lstm":
             raise ConfigError("--weight-drop applies to LSTM layers only (--cell lstm)")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
-        if self.patience is not None and (
-            not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience <= 0
-        ):
-            raise ConfigError(f"--patience must be a positive integer, got {self.patience!r}")
-        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
-            raise ConfigError(f"--time-budget must be a positive number of minutes, got {self.time_budget!r}")
         if self.carry_state and self.preset != "book":
             raise ConfigError("--carry-state needs --preset book (hw4 trains on independent windows)")
 

@@ -150,6 +150,7 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
             splits.unit_key: splits.sizes,
         },
         "test_perplexity": None,
+        "training_step": result.settings,
     }
     if splits.streams:
         extra.update(carried_figures(config, model, splits, len(corpus.vocab), log))

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from tfrnn.data import NON_LETTERS, UNK, Vocab
-from tfrnn.models import recurrent_layers
+from tfrnn.models import float32_copy, recurrent_layers
 from tfrnn.serving import MAX_CHARS
 
 _STRING = tf.TensorSpec(None, tf.string)
@@ -37,6 +37,7 @@ class TextModel(tf.Module):
 
     def __init__(self, model: keras.Model, vocab: Vocab) -> None:
         super().__init__(name="tfrnn_text_model")
+        model = float32_copy(model)  # a mixed-precision model serves in float32
         # Only layers and cells are tracked, never the Keras model: saving a model also
         # traces its own forward pass, whose recurrent layers may pick cuDNN on a GPU.
         names = [layer.name for layer in model.layers]

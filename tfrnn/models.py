@@ -51,15 +51,21 @@ class OneHot(kl.Layer):
 
 
 def recurrent_layer(
-    cell: str, units: int, name: str, stateful: bool = False, weight_drop: float = 0.0
+    cell: str,
+    units: int,
+    name: str,
+    stateful: bool = False,
+    weight_drop: float = 0.0,
+    dtype: str = "float32",
 ) -> kl.Layer:
     """One recurrent layer returning the whole sequence, in its cuDNN-compatible form.
 
     A ``stateful`` layer starts each batch from the state the previous batch ended in;
-    ``weight_drop`` (LSTM) drops recurrent weights in training (``tfrnn.recurrent.LSTM``).
+    ``weight_drop`` (LSTM) drops recurrent weights in training (``tfrnn.recurrent.LSTM``);
+    ``dtype``: its Keras dtype policy.
     """
     cls = RECURRENT[cell]
-    kwargs = {"return_sequences": True, "name": name, "stateful": stateful}
+    kwargs = {"return_sequences": True, "name": name, "stateful": stateful, "dtype": dtype}
     if cell == "gru":
         kwargs["reset_after"] = True
     if weight_drop:
@@ -75,8 +81,10 @@ def build_model(config: TrainConfig, vocab_size: int, stateful_batch: int | None
     recurrent layer's output. With ``stateful_batch`` the model reads batches of exactly
     that many parallel streams and carries its recurrent state from batch to batch
     (``reset_states`` starts over); every other model is stateless. Both have the same
-    weights, so one's weights load into the other.
+    weights, so one's weights load into the other. Every layer computes in
+    ``config.precision`` except the logits, which stay float32 (so do loss and perplexity).
     """
+    dtype = config.precision
     if stateful_batch:
         tokens = keras.Input(batch_shape=(stateful_batch, None), dtype="int32", name="tokens")
     else:
@@ -88,18 +96,35 @@ def build_model(config: TrainConfig, vocab_size: int, stateful_batch: int | None
             config.embedding,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=EMBEDDING_STDDEV),
             name="embedding",
+            dtype=dtype,
         )(tokens)
         if everywhere:
-            x = kl.Dropout(config.dropout, name="dropout_input")(x)
+            x = kl.Dropout(config.dropout, name="dropout_input", dtype=dtype)(x)
     else:
-        x = OneHot(vocab_size, name="one_hot")(tokens)
+        x = OneHot(vocab_size, name="one_hot", dtype=dtype)(tokens)
     for i in range(config.layers):
         name = f"{config.cell}_{i}"
-        x = recurrent_layer(config.cell, config.units, name, bool(stateful_batch), config.weight_drop)(x)
+        x = recurrent_layer(config.cell, config.units, name, bool(stateful_batch), config.weight_drop, dtype)(
+            x
+        )
         if config.dropout and (i < config.layers - 1 or everywhere):
-            x = kl.Dropout(config.dropout, name=f"dropout_{i}")(x)
-    logits = kl.Dense(vocab_size, name="logits")(x)
+            x = kl.Dropout(config.dropout, name=f"dropout_{i}", dtype=dtype)(x)
+    logits = kl.Dense(vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(tokens, logits, name=config.name)
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """``model`` itself when every layer computes in float32, else a float32 copy holding
+    its weights (what export serves: float32 in and out whatever the training precision)."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def as_float32(layer: kl.Layer) -> kl.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=as_float32)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def reset_states(model: keras.Model) -> None:

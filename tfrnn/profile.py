@@ -28,7 +28,6 @@ work; ``study_macs`` reproduces that convention exactly.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -185,23 +184,15 @@ def profile_config(config, vocab_size: int = 28) -> Profile:
 def measure_speed(saved_model, chars: int = 200, batch: int = 256, steps: int = 32, repeats: int = 3) -> dict:
     """Inference latency (ms per generated character, batch 1, greedy) and scoring throughput
     (characters per second over ``batch`` texts of ``steps + 1`` characters) of a SavedModel."""
-    import statistics
-
     import tensorflow as tf
 
-    def median_seconds(fn) -> float:
-        fn()  # warm-up: the first call builds the graph
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    from tfrnn.measure import median_seconds
 
     prompt = tf.constant(["the time traveller"])
     texts = tf.fill([batch], ("the time machine by h g wells " * 3)[: steps + 1])
-    gen = median_seconds(lambda: saved_model.generate(prompt, chars, 0.0, 0)["text"].numpy())
-    sc = median_seconds(lambda: saved_model.score(texts)["perplexity"].numpy())
+    # one warm-up call each: the first builds the graph
+    gen = median_seconds(lambda: saved_model.generate(prompt, chars, 0.0, 0)["text"].numpy(), repeats)
+    sc = median_seconds(lambda: saved_model.score(texts)["perplexity"].numpy(), repeats)
     return {"generate_ms_per_char": 1000 * gen / chars, "score_chars_per_s": batch * steps / sc}
 
 

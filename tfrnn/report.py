@@ -8,10 +8,86 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tfrnn.compare import families, ranks
+from tfrnn.data import VOCAB_SIZE
 from tfrnn.plots import CELL_COLOURS, figure
 from tfrnn.rundir import read_history
-from tfrnn.study import PROMPTS, STUDY_BLANK_DEEP_STACKS, STUDY_MODELS, STUDY_RANKS
+from tfrnn.study import (
+    PROMPTS,
+    STUDY_BLANK_DEEP_STACKS,
+    STUDY_CONTINUATIONS,
+    STUDY_MODELS,
+    STUDY_RANKS,
+)
+
+
+def result_rows(results: list[dict]) -> list[dict]:
+    """One flat row per model (for CSV, JSON and the report)."""
+    from tfrnn.profile import study_macs
+
+    rows = []
+    for m in results:
+        c = m["config"]
+        row = {
+            "model": m["name"],
+            "cell": c["cell"],
+            "units": c["units"],
+            "layers": c["layers"],
+            "dropout": c["dropout"],
+            "preset": c["preset"],
+            "epochs": c["epochs"],
+            "status": "failed" if "failed" in m else "ok",
+            "error": m.get("failed", ""),
+        }
+        study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" else {}
+        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or VOCAB_SIZE)
+        if "failed" not in m:
+            p = m["parameters"]
+            row.update(
+                val_ppl=m["final_val_perplexity"],
+                best_val_ppl=m["best_val_perplexity"],
+                best_epoch=m["best_epoch"],
+                train_ppl=m["final_train_perplexity"],
+                test_ppl=m["test_perplexity"],
+                training_seconds=m["training_seconds"],
+                seconds_per_epoch=m["median_epoch_seconds"],
+                params_total=p["total"],
+                params_recurrent_keras=p["recurrent_keras"],
+                params_recurrent_study=p["recurrent_study"],
+            )
+            for prompt in PROMPTS:
+                row[f"continuation: {prompt}"] = m["continuations"][prompt]
+        row["study_seconds"] = study.get("seconds")
+        row["study_params"] = study.get("params")
+        row["study_macs"] = study.get("macs")
+        study_text = STUDY_CONTINUATIONS.get(m["name"]) if study else None
+        for prompt, text in zip(PROMPTS, study_text or (None,) * 3):
+            row[f"study continuation: {prompt}"] = text
+        rows.append(row)
+    return rows
+
+
+def families(rows: list[dict]) -> dict[str, list[dict]]:
+    """The report's tables: one per single-layer cell, one per shared width, deep stacks."""
+    single = [r for r in rows if r["layers"] == 1]
+    tables: dict[str, list[dict]] = {}
+    for cell in ("gru", "lstm", "rnn"):
+        members = sorted((r for r in single if r["cell"] == cell), key=lambda r: r["units"])
+        if members:
+            tables[{"gru": "GRU", "lstm": "LSTM", "rnn": "SimpleRNN"}[cell]] = members
+    for units in sorted({r["units"] for r in single}):
+        members = [r for r in single if r["units"] == units]
+        if len({r["cell"] for r in members}) > 1:
+            tables[f"{units} units"] = sorted(members, key=lambda r: ("rnn", "gru", "lstm").index(r["cell"]))
+    deep = [r for r in rows if r["layers"] > 1]
+    if deep:
+        tables["Deep stacks"] = sorted(deep, key=lambda r: (r["layers"], r["cell"], r["units"]))
+    return tables
+
+
+def ranks(members: list[dict]) -> dict[str, int]:
+    """Rank by final validation perplexity, 1 = lowest; failed models are not ranked."""
+    ok = sorted((r for r in members if r["status"] == "ok"), key=lambda r: r["val_ppl"])
+    return {r["model"]: i for i, r in enumerate(ok, 1)}
 
 
 def _slug(title: str) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfrnn.config import TrainConfig
 from tfrnn.errors import ConfigError, TfrnnError
 
 DEFAULT_ROOT = Path("saved_models")
@@ -39,10 +40,10 @@ def is_run_folder(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError):
+        read_metrics(path)
+    except (TfrnnError, OSError):
         return False
-    return isinstance(metrics, dict) and "config" in metrics and (path / "vocab.json").is_file()
+    return (path / "vocab.json").is_file()
 
 
 _HELD: set[Path] = set()  # the locks this process holds
@@ -211,6 +212,17 @@ def read_metrics(run_dir: Path, what: str = "") -> dict:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
         raise TfrnnError(f"{metrics_file} holds no run configuration: the run folder is damaged")
     return metrics
+
+
+def read_run(run_dir: Path, what: str = "") -> tuple[dict, TrainConfig]:
+    """``read_metrics`` and the run's ``TrainConfig``, or a one-line error saying why not."""
+    metrics = read_metrics(run_dir, what)
+    try:
+        return metrics, TrainConfig(**metrics["config"])
+    except (TypeError, ConfigError) as exc:
+        raise TfrnnError(
+            f"{Path(run_dir) / 'metrics.json'} holds a configuration tfrnn cannot read ({exc})"
+        ) from None
 
 
 def read_history(path: Path, one_based: bool = False) -> list[dict]:

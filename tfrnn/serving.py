@@ -6,10 +6,15 @@ import math
 import time
 from pathlib import Path
 
+from tfrnn.config import POSITIVE_INT, Range
 from tfrnn.errors import TfrnnError
 
 SAVED_MODEL_DIR = "saved_model"
 MAX_CHARS = 100_000
+#: What generation takes (checked here, shown by `tfrnn generate --help`).
+CHARS = Range(0, MAX_CHARS, integer=True, rule=f"between 0 and {MAX_CHARS:,}")
+TEMPERATURE = Range(0.0, rule=">= 0 (0 is greedy)")
+TOP_K = Range(0, integer=True, rule=">= 0 (0: no limit)")
 
 
 def resolve_saved_model(path: str | Path) -> Path:
@@ -47,12 +52,9 @@ def generate(
     loaded, prompts: list[str], num_chars: int = 20, temperature: float = 0.0, seed: int = 0, top_k: int = 0
 ) -> list[str]:
     """Prompt plus continuation for each prompt (temperature 0: greedy)."""
-    if not 0 <= num_chars <= MAX_CHARS:
-        raise TfrnnError(f"--chars must be between 0 and {MAX_CHARS:,}, got {num_chars}")
-    if temperature < 0:
-        raise TfrnnError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_k < 0:
-        raise TfrnnError(f"--top-k must be >= 0 (0: no limit), got {top_k}")
+    CHARS.check("--chars", num_chars)
+    TEMPERATURE.check("--temperature", temperature)
+    TOP_K.check("--top-k", top_k)
     out = loaded.generate_top_k(prompts, num_chars, float(temperature), seed, top_k)
     return [t.decode() for t in out["text"].numpy()]
 
@@ -71,7 +73,7 @@ def windows(text: str, window: int | None = None, stride: int | None = None) -> 
     else:
         window = 32 if window is None else window
         stride = window if stride is None else stride
-        if window <= 0 or stride <= 0:
+        if not (POSITIVE_INT.holds(window) and POSITIVE_INT.holds(stride)):
             raise TfrnnError("--window and --stride must be positive integers")
         texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
         if not texts:

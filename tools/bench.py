@@ -2,7 +2,7 @@
 
     python tools/bench.py [--models gru-32,lstm-128,gru-3x32,rnn-64] [--epochs 10] [--repeats 1]
                           [--torch-python /path/to/venv/bin/python] [--json out.json]
-                          [--xla auto|on|off]
+                          [--xla auto|on|off] [--precision float32|mixed_bfloat16]
 
 For each model it runs tfrnn's training and, when a Python with PyTorch is given (or
 importable), ../shared/bench/torch_reference.py for the same model, alternating the two
@@ -10,7 +10,8 @@ in one run, each in a fresh process. It prints per model: median seconds per epo
 first epoch left out) for each, their ratio, validation perplexity after the same number
 of epochs, peak memory (RSS) of each process, and tfrnn's first epoch (building the step,
 and compiling it where XLA is on: see tfrnn.train.use_xla); then the same as JSON, with the
-CPU's model and the vector units that decide these speeds (tools/sysinfo.py).
+CPU's model and the vector units that decide these speeds (tfrnn.cpu). ``--precision``
+sets tfrnn's Keras dtype policy (PyTorch's peer always trains in float32).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from tfrnn.measure import CHILD_PRELUDE, read_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = ROOT.parent / "shared" / "bench" / "torch_reference.py"
@@ -40,7 +43,9 @@ from tfrnn.train import fit, use_xla
 from tfrnn.rundir import read_history
 import dataclasses, statistics
 cell, units, layers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers, epochs=epochs)
+config = TrainConfig.resolve(
+    "hw4", cell=cell, units=units, layers=layers, epochs=epochs, precision=sys.argv[6]
+)
 xla = sys.argv[5]
 if xla == "auto":  # as `tfrnn fit` chooses for the study's 50-epoch run of this model
     xla = "on" if use_xla(dataclasses.replace(config, epochs=50)) else "off"
@@ -49,22 +54,16 @@ with tempfile.TemporaryDirectory() as tmp:
     fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0, xla=xla)
     h = read_history(Path(tmp) / "history.csv")
 s = [r["epoch_seconds"] for r in h]
-status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
 print(json.dumps({"median_epoch_s": statistics.median(s[1:] or s), "first_epoch_s": s[0],
-                  "val_ppl": h[-1]["val_perplexity"],
-                  "peak_rss_mib": int(status["VmHWM"].split()[0]) / 1024}))
+                  "val_ppl": h[-1]["val_perplexity"]}))
 """
 
-# Run the study's PyTorch peer as it is, and add its process's peak RSS.
+# Run a PyTorch peer script as it is (argv: the script, its options); the prelude adds
+# its process's peak RSS.
 TORCH_CHILD = """
-import runpy, sys
-from pathlib import Path
+import runpy
 sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
-    print("PEAK_RSS_MIB", int(status["VmHWM"].split()[0]) / 1024)
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -76,16 +75,20 @@ def parse_model(name: str) -> tuple[str, int, int]:
     return m.group(1), int(m.group(3)), int(m.group(2) or 1)
 
 
-def run_tfrnn(cell: str, units: int, layers: int, epochs: int, xla: str = "auto") -> dict:
+def run_tfrnn(
+    cell: str, units: int, layers: int, epochs: int, xla: str = "auto", precision: str = "float32"
+) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", TFRNN_CHILD, cell, str(units), str(layers), str(epochs), xla],
+        [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, cell, str(units), str(layers), str(epochs)]
+        + [xla, precision],
         capture_output=True,
         text=True,
         env=env,
         check=True,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+    return {**result, "peak_rss_mib": read_peak(proc.stdout)}
 
 
 def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data: str) -> dict:
@@ -93,7 +96,7 @@ def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data
         [
             python,
             "-c",
-            TORCH_CHILD,
+            CHILD_PRELUDE + TORCH_CHILD,
             str(TORCH_REFERENCE),
             "--cell",
             cell,
@@ -110,10 +113,12 @@ def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data
         text=True,
         check=True,
     )
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(next(line for line in lines if line.startswith("{")))
-    peak = float(next(line for line in lines if line.startswith("PEAK_RSS_MIB")).split()[1])
-    return {"median_epoch_s": result["median_epoch_s"], "val_ppl": result["val_ppl"], "peak_rss_mib": peak}
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+    return {
+        "median_epoch_s": result["median_epoch_s"],
+        "val_ppl": result["val_ppl"],
+        "peak_rss_mib": read_peak(proc.stdout),
+    }
 
 
 def find_torch_python(given: str | None) -> str | None:
@@ -134,7 +139,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side per model")
     ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
     ap.add_argument("--json", default=None, help="also write the results to this file")
-    from tfrnn.config import XLA_SETTINGS
+    from tfrnn.config import PRECISIONS, XLA_SETTINGS
 
     ap.add_argument(
         "--xla",
@@ -142,12 +147,14 @@ def main() -> None:
         default="auto",
         help="XLA for tfrnn; auto: as `tfrnn fit` chooses for the study's 50-epoch run of the model",
     )
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32", help="tfrnn's dtype policy")
+    ap.add_argument("--no-torch", action="store_true", help="time tfrnn alone")
     a = ap.parse_args()
 
     from tfrnn.data import book_path
 
     data = str(book_path())
-    torch_python = find_torch_python(a.torch_python)
+    torch_python = None if a.no_torch else find_torch_python(a.torch_python)
     if torch_python is None:
         print("PyTorch not found: timing tfrnn alone (pass --torch-python)", file=sys.stderr)
     results = []
@@ -158,10 +165,10 @@ def main() -> None:
             order = ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn")
             for side in order:
                 if side == "tfrnn":
-                    runs["tfrnn"].append(run_tfrnn(cell, units, layers, a.epochs, a.xla))
+                    runs["tfrnn"].append(run_tfrnn(cell, units, layers, a.epochs, a.xla, a.precision))
                 elif torch_python:
                     runs["torch"].append(run_torch(torch_python, cell, units, layers, a.epochs, data))
-        row = {"model": name, "epochs": a.epochs}
+        row = {"model": name, "epochs": a.epochs, "precision": a.precision}
         for side, rs in runs.items():
             if rs:
                 row[f"{side}_epoch_s"] = statistics.median(r["median_epoch_s"] for r in rs)
@@ -174,8 +181,7 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from sysinfo import cpu_info, cpu_summary
+    from tfrnn.cpu import cpu_info, cpu_summary
 
     print(f"CPU: {cpu_summary()}")
     for row in results:

@@ -27,33 +27,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import TORCH_CHILD, find_torch_python, parse_model  # noqa: E402
-from sysinfo import cpu_summary  # noqa: E402
+
+from tfrnn.cpu import cpu_summary  # noqa: E402
+from tfrnn.measure import CHILD_PRELUDE, read_peak  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = Path(__file__).resolve().parent / "torch_book_peer.py"
 
 
-# Run `python -m tfrnn ARGS` and print the process's peak RSS when it ends.
+# Run `python -m tfrnn ARGS`; the prelude prints the process's peak RSS when it ends.
 TFRNN_CHILD = """
-import runpy, sys
-from pathlib import Path
+import runpy
 sys.argv = ["tfrnn", *sys.argv[1:]]
-try:
-    runpy.run_module("tfrnn", run_name="__main__")
-finally:
-    status = dict(l.split(":", 1) for l in Path("/proc/self/status").read_text().splitlines())
-    print("PEAK_RSS_MIB", int(status["VmHWM"].split()[0]) / 1024)
+runpy.run_module("tfrnn", run_name="__main__")
 """
-
-
-def _peak(stdout: str) -> float:
-    return float(next(line for line in stdout.splitlines() if line.startswith("PEAK_RSS_MIB")).split()[1])
 
 
 def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        args = [sys.executable, "-c", TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
+        args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
         args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
         args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
         args += ["--no-profile", "-q", *extra]
@@ -70,17 +63,17 @@ def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
         "training_s": m["training_seconds"],
         "median_epoch_s": m["median_epoch_seconds"],
         "params": m["parameters"]["total"],
-        "peak_rss_mib": _peak(proc.stdout),
+        "peak_rss_mib": read_peak(proc.stdout),
     }
 
 
 def run_peer(python, cell, units, layers, dropout, budget, data) -> dict:
-    args = [python, "-c", TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
+    args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
     args += ["--layers", str(layers), "--dropout", str(dropout), "--budget-min", str(budget), "--data", data]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
     lines = proc.stdout.strip().splitlines()
     result = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
-    result["peak_rss_mib"] = _peak(proc.stdout)
+    result["peak_rss_mib"] = read_peak(proc.stdout)
     return result
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
+
+from tfrnn.measure import median_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,12 +34,10 @@ def main() -> None:
     m = tf.saved_model.load(str(resolve_saved_model(a.model)))
     prompts = tf.constant(["the time traveller"] * a.batch)
     m.generate(prompts, a.chars, a.temperature, 0)  # warm-up: first call builds the graph
-    seconds = []
-    for seed in range(a.repeats):
-        t0 = time.perf_counter()
-        m.generate(prompts, a.chars, a.temperature, seed)["text"].numpy()
-        seconds.append(time.perf_counter() - t0)
-    med = statistics.median(seconds)
+    seeds = iter(range(a.repeats))
+    med = median_seconds(
+        lambda: m.generate(prompts, a.chars, a.temperature, next(seeds))["text"].numpy(), a.repeats, 0
+    )
     print(
         json.dumps(
             {

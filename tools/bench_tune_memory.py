@@ -18,13 +18,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from tfrnn.measure import rss_mib
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def rss_mib() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MiB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 def main() -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,13 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tfrnn  # noqa: E402
 
 tfrnn.use_bfc_allocator()  # before TensorFlow
-from tools.bench import find_torch_python, parse_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import find_torch_python, parse_model  # noqa: E402
+
+from tfrnn.measure import CHILD_PRELUDE, median_seconds  # noqa: E402
 
 BATCH, STEPS, VOCAB = 1024, 32, 28
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 TORCH_CHILD = """
-import json, statistics, sys, time, torch
+import json, sys, torch
 from torch import nn
 cell, units, layers, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 B, T, V, G = 1024, 32, 28, {"rnn": 1, "gru": 3, "lstm": 4}[cell]
@@ -60,11 +61,9 @@ def recurrent_product():
     for _ in range(T):
         s = (s @ U)[:, :units].contiguous()
     return s
+from tfrnn.measure import median_seconds
 def ms(f):
-    f(); f(); times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); f(); times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return 1000 * median_seconds(f, repeats, warmup=2)
 result = {"recurrent_product": ms(recurrent_product), "forward": ms(forward), "train_step": ms(train)}
 print(json.dumps(result))
 """
@@ -94,14 +93,7 @@ def tfrnn_times(cell: str, units: int, layers: int, xla: bool, repeats: int) -> 
         return s
 
     def ms(f) -> float:
-        f()
-        f()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f()
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
+        return 1000 * median_seconds(f, repeats, warmup=2)
 
     return {
         "recurrent_product": ms(lambda: recurrent_product().numpy()),
@@ -123,9 +115,9 @@ def main() -> None:
     }
     python = find_torch_python(a.torch_python)
     if python:
-        args = [python, "-c", TORCH_CHILD, cell, str(units), str(layers), str(a.repeats)]
+        args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, cell, str(units), str(layers), str(a.repeats)]
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-        columns["PyTorch"] = json.loads(out.strip().splitlines()[-1])
+        columns["PyTorch"] = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     print(f"{a.model}: milliseconds per batch of {BATCH} x {STEPS} (median of {a.repeats})")
     print(f"{'':<20}" + "".join(f"{name:>14}" for name in columns))
     for row in ("recurrent_product", "forward", "train_step"):

@@ -9,7 +9,7 @@ import os
 import socket
 from pathlib import Path
 
-from tfrnn.config import env_seconds
+from tfrnn.config import POSITIVE_INT, env_seconds
 from tfrnn.errors import ConfigError, TfrnnError
 from tuner.space import SearchSpace
 
@@ -91,8 +91,7 @@ def make_tuner(
 
     if kind not in TUNERS:
         raise ConfigError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
-    if max_trials <= 0:
-        raise ConfigError(f"--max-trials must be a positive integer, got {max_trials}")
+    POSITIVE_INT.check("--max-trials", max_trials)
     common = dict(
         objective=kt.Objective("val_loss", "min"),
         directory=str(directory),

@@ -1,4 +1,7 @@
-"""The machine a benchmark ran on: CPU model, cores and the vector units that decide speed."""
+"""The CPU a run or benchmark ran on: model, cores and the vector units that decide speed.
+
+python -m tfrnn.cpu      # one line, as benchmarks print it
+"""
 
 from __future__ import annotations
 
