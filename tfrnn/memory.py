@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfrnn.config import TrainConfig
+from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -53,7 +54,7 @@ def available_bytes() -> int | None:
     return None
 
 
-def check_fits(config: TrainConfig, vocab_size: int = 28) -> None:
+def check_fits(config: TrainConfig, vocab_size: int = VOCAB_SIZE) -> None:
     """Refuse, in one line, a run whose estimated memory exceeds what the machine has."""
     need, have = training_bytes(config, vocab_size), available_bytes()
     if have is not None and need > have:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tfrnn.data import VOCAB_SIZE
+
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _ELEMENTWISE_FLOPS = {"rnn": 2, "gru": 14, "lstm": 12}
 _STUDY_ELEMENTWISE = {"rnn": 1, "gru": 7, "lstm": 10}
@@ -158,7 +160,7 @@ def linear_count(count, steps: int, probe: tuple[int, int] = (4, 8)) -> int:
     return ca + per_step * (steps - a)
 
 
-def profile_config(config, vocab_size: int = 28) -> Profile:
+def profile_config(config, vocab_size: int = VOCAB_SIZE) -> Profile:
     """Parameters and FLOPs of ``config`` (no training needed)."""
     from tfrnn.models import build_model, parameter_counts
 
@@ -196,7 +198,7 @@ def measure_speed(saved_model, chars: int = 200, batch: int = 256, steps: int = 
     return {"generate_ms_per_char": 1000 * gen / chars, "score_chars_per_s": batch * steps / sc}
 
 
-def speed_of_config(config, vocab_size: int = 28) -> dict:
+def speed_of_config(config, vocab_size: int = VOCAB_SIZE) -> dict:
     """``measure_speed`` of an untrained model of ``config`` (speed does not depend on weights)."""
     import tempfile
     from pathlib import Path

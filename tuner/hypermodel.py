@@ -8,6 +8,7 @@ import keras
 import keras_tuner as kt
 
 from tfrnn.config import TrainConfig
+from tfrnn.data import VOCAB_SIZE
 from tfrnn.train import compile_model, epoch_callbacks, stateful_batch
 from tuner.space import LR_RANGES, SearchSpace
 
@@ -50,7 +51,13 @@ class CharLMHyperModel(kt.HyperModel):
     """
 
     def __init__(
-        self, space: SearchSpace, preset: str, splits, vocab_size: int = 28, patience: int = 3, **fixed
+        self,
+        space: SearchSpace,
+        preset: str,
+        splits,
+        vocab_size: int = VOCAB_SIZE,
+        patience: int = 3,
+        **fixed,
     ) -> None:
         super().__init__(name="tfrnn")
         self.space, self.preset, self.splits, self.vocab_size = space, preset, splits, vocab_size
