@@ -23,6 +23,7 @@ from tfrnn.config import (
     XLA_SETTINGS,
     Range,
     TrainConfig,
+    option_name,
     xla_setting,
 )
 from tfrnn.distribute import STRATEGIES
@@ -170,6 +171,12 @@ def _hw4(key: str, missing: str = "") -> str:
     return f"hw4: {hw4}, book: {book}"
 
 
+def _train_option(field: str, **kwargs):
+    """An option for TrainConfig's ``field``: its range, and no default of its own
+    (None: the preset's)."""
+    return click.option(option_name(field), type=TRAIN[field], default=None, **kwargs)
+
+
 @cli.command()
 @click.option(
     "--cell",
@@ -177,16 +184,10 @@ def _hw4(key: str, missing: str = "") -> str:
     default=None,
     help=f"Recurrent cell: SimpleRNN, GRU or LSTM.  [{_hw4('cell')}]",
 )
-@click.option(
-    "--units", type=TRAIN["units"], default=None, help=f"Hidden units per layer.  [{_hw4('units')}]"
-)
-@click.option(
-    "--layers", type=TRAIN["layers"], default=None, help=f"Stacked recurrent layers.  [{_hw4('layers')}]"
-)
-@click.option(
-    "--dropout",
-    type=TRAIN["dropout"],
-    default=None,
+@_train_option("units", help=f"Hidden units per layer.  [{_hw4('units')}]")
+@_train_option("layers", help=f"Stacked recurrent layers.  [{_hw4('layers')}]")
+@_train_option(
+    "dropout",
     help="Dropout rate, in [0, 1).  [hw4: 0.5 for stacks, else 0; book: "
     f"{PRESET_DEFAULTS['book']['dropout']}]",
 )
@@ -197,17 +198,13 @@ def _hw4(key: str, missing: str = "") -> str:
     help="between: dropout between stacked layers only (the study); all: also on the input "
     f"embedding and the last layer's output.  [{_hw4('dropout_at', 'between')}]",
 )
-@click.option(
-    "--weight-drop",
-    type=TRAIN["weight_drop"],
-    default=None,
+@_train_option(
+    "weight_drop",
     help="LSTM: drop this fraction of the recurrent weights in training (DropConnect, one "
     f"mask per batch, as AWD-LSTM's WeightDrop).  [{_hw4('weight_drop', 0)}]",
 )
-@click.option(
-    "--embedding",
-    type=TRAIN["embedding"],
-    default=None,
+@_train_option(
+    "embedding",
     help="Learn an embedding of this size instead of the one-hot input of the study.  "
     f"[{_hw4('embedding', 'none')}]",
 )
@@ -221,27 +218,20 @@ def _hw4(key: str, missing: str = "") -> str:
     "as one sequence each with the state carried through; its defaults are the best model "
     "found for 15 minutes of training on 2 CPU cores.",
 )
-@click.option("--epochs", type=TRAIN["epochs"], default=None, help=f"Training epochs.  [{_hw4('epochs')}]")
-@click.option(
-    "--lr",
-    type=TRAIN["lr"],
-    default=None,
+@_train_option("epochs", help=f"Training epochs.  [{_hw4('epochs')}]")
+@_train_option(
+    "lr",
     help="Learning rate (the peak, with a schedule).  [hw4 SGD: 4 for GRU/LSTM, 1 for SimpleRNN, "
     "2 for stacks; Adam/AdamW: 0.003]",
 )
 @click.option(
     "--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=f"Optimizer.  [{_hw4('optimizer')}]"
 )
-@click.option(
-    "--weight-decay",
-    type=TRAIN["weight_decay"],
-    default=None,
-    help=f"Decoupled weight decay (biases spared).  [adamw: {ADAMW_WEIGHT_DECAY}, else 0]",
+@_train_option(
+    "weight_decay", help=f"Decoupled weight decay (biases spared).  [adamw: {ADAMW_WEIGHT_DECAY}, else 0]"
 )
-@click.option(
-    "--ema",
-    type=TRAIN["ema"],
-    default=None,
+@_train_option(
+    "ema",
     metavar="MOMENTUM",
     help="book: keep an exponential moving average of the weights with this momentum (e.g. "
     f"0.99), and validate, keep and export the average.  [{_hw4('ema', 0)}]",
@@ -254,18 +244,8 @@ def _hw4(key: str, missing: str = "") -> str:
     "at the last epoch; plateau = halved whenever validation loss does not improve.  "
     f"[{_hw4('schedule', 'constant')}]",
 )
-@click.option(
-    "--batch-size",
-    type=TRAIN["batch_size"],
-    default=None,
-    help=f"Sequences per batch.  [{_hw4('batch_size')}]",
-)
-@click.option(
-    "--num-steps",
-    type=TRAIN["num_steps"],
-    default=None,
-    help=f"Characters per training sequence.  [{_hw4('num_steps')}]",
-)
+@_train_option("batch_size", help=f"Sequences per batch.  [{_hw4('batch_size')}]")
+@_train_option("num_steps", help=f"Characters per training sequence.  [{_hw4('num_steps')}]")
 @click.option(
     "--carry-state/--no-carry-state",
     default=None,
@@ -273,22 +253,13 @@ def _hw4(key: str, missing: str = "") -> str:
     "batch-size parallel streams (truncated back-propagation through time), instead of "
     "independent windows.  [book: carry]",
 )
-@click.option(
-    "--clip",
-    type=TRAIN["clip"],
-    default=None,
-    help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]",
-)
-@click.option(
-    "--patience",
-    type=TRAIN["patience"],
-    default=None,
+@_train_option("clip", help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]")
+@_train_option(
+    "patience",
     help="Stop early when validation loss has not improved for this many epochs.  [default: never]",
 )
-@click.option(
-    "--time-budget",
-    type=TRAIN["time_budget"],
-    default=None,
+@_train_option(
+    "time_budget",
     metavar="MINUTES",
     help="Stop after the epoch that brings training time past MINUTES.  [default: no limit]",
 )
@@ -767,10 +738,8 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     help="Start the project over instead of resuming it, and replace the retrained model's run "
     "folder (only ever a folder tfrnn wrote).",
 )
-@click.option(
-    "--time-budget",
-    type=TRAIN["time_budget"],
-    default=None,
+@_train_option(
+    "time_budget",
     metavar="MINUTES",
     help="Stop each trial after the epoch that brings its training time past MINUTES.  [default: no limit]",
 )
