@@ -78,6 +78,13 @@ def test_interrupted_comparison_trains_only_what_is_missing(tmp_path, monkeypatc
     assert first.stat().st_mtime_ns == stamp
     assert [r["model"] for r in json.loads((out / "results.json").read_text())] == ["rnn-4", "rnn-6"]
 
+    # a run written by a tfrnn that had fewer options (no "precision") is still the same run
+    metrics = json.loads(first.read_text())
+    del metrics["config"]["precision"]
+    first.write_text(json.dumps(metrics))
+    result = run_cli(*args)
+    assert result.exit_code == 0 and "rnn-4: finished earlier, kept" in result.stdout
+
 
 @pytest.mark.slow
 def test_a_failing_model_is_recorded_and_the_rest_go_on(tmp_path):

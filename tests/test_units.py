@@ -128,3 +128,18 @@ def test_ranges_check_kind_bounds_and_finiteness():
     with pytest.raises(ConfigError, match=r"^--x must be a positive integer, got 0$"):
         POSITIVE_INT.check("--x", 0)
     assert lr.message("--lr", math.inf) == "--lr must be a positive number, got inf (not a finite number)"
+
+
+def test_a_run_saved_before_an_option_existed_resumes_as_the_same_run(tmp_path):
+    import json
+
+    from tfrnn.config import TrainConfig
+    from tfrnn.rundir import RunPaths
+
+    config = {**TrainConfig.resolve("hw4").to_dict(), "data_sha1": "abc"}
+    paths = RunPaths(tmp_path / "run")
+    paths.partial.mkdir()
+    paths.config_file.write_text(json.dumps({k: v for k, v in config.items() if k != "precision"}))
+    assert paths.differences(config) == []
+    other = {**config, "precision": "mixed_bfloat16"}
+    assert paths.differences(other) == ["precision 'float32' vs 'mixed_bfloat16'"]

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfrnn.config import TrainConfig, read_toml
+from tfrnn.config import TrainConfig, read_toml, with_defaults
 from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError, Interrupted, TfrnnError
 from tfrnn.rundir import RunPaths, read_metrics
@@ -169,7 +169,7 @@ def _finished(run_dir: Path, config: dict, data_sha1: str) -> dict | None:
         metrics = read_metrics(run_dir)
     except (TfrnnError, OSError):  # not there (yet), or damaged: train it again
         return None
-    if metrics["config"] == config and metrics.get("data", {}).get("sha1") == data_sha1:
+    if with_defaults(metrics["config"]) == config and metrics.get("data", {}).get("sha1") == data_sha1:
         return metrics
     return None
 

@@ -267,6 +267,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def with_defaults(saved: dict) -> dict:
+    """A configuration saved by a run (``config.json``, ``metrics.json``), with the fields
+    of ``TrainConfig`` that the tfrnn which wrote it did not have at their defaults: what
+    they meant then (e.g. ``precision`` float32). Other keys are kept."""
+    return {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
+
+
 def read_toml(path: Path, what: str) -> dict:
     """A TOML file as a dict, or a one-line error saying what is wrong with it."""
     try:

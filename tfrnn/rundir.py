@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfrnn.config import TrainConfig
+from tfrnn.config import TrainConfig, with_defaults
 from tfrnn.errors import ConfigError, TfrnnError
 
 DEFAULT_ROOT = Path("saved_models")
@@ -147,7 +147,7 @@ class RunPaths:
         None when there is no interrupted run to compare with."""
         if not (self.partial.exists() and self.config_file.is_file()):
             return None
-        saved = json.loads(self.config_file.read_text())
+        saved = with_defaults(json.loads(self.config_file.read_text()))
         return [
             f"{k} {saved.get(k)!r} vs {config[k]!r}"
             for k in sorted(config)
