@@ -107,7 +107,7 @@ def ranged(allowed: Range, message: str | None = None) -> click.ParamType:
 #: `tfrnn fit`'s numeric options, by TrainConfig field.
 TRAIN = {name: ranged(allowed) for name, allowed in TRAIN_RANGES.items()}
 COUNT = ranged(POSITIVE_INT)
-WINDOW = ranged(POSITIVE_INT, "--window and --stride must be positive integers")
+WINDOW = ranged(POSITIVE_INT, serving.WINDOW_MESSAGE)
 #: `tfrnn score` says how long it will take for texts longer than this.
 LONG_TEXT = 100_000
 #: Seeds TensorFlow and NumPy both take.

@@ -6,6 +6,7 @@ TensorFlow) import it too, through ``CHILD_PRELUDE``.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ def rss_mib() -> tuple[float, float]:
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB."""
     return rss_mib()[1]
+
+
+def read_json_line(stdout: str) -> dict:
+    """The JSON object a child process printed on a line of its own (its result)."""
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("{")))
 
 
 def read_peak(stdout: str) -> float:

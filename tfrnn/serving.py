@@ -15,6 +15,8 @@ MAX_CHARS = 100_000
 CHARS = Range(0, MAX_CHARS, integer=True, rule=f"between 0 and {MAX_CHARS:,}")
 TEMPERATURE = Range(0.0, rule=">= 0 (0 is greedy)")
 TOP_K = Range(0, integer=True, rule=">= 0 (0: no limit)")
+#: What `tfrnn score` says of a window or stride that is not a positive integer.
+WINDOW_MESSAGE = "--window and --stride must be positive integers"
 
 
 def resolve_saved_model(path: str | Path) -> Path:
@@ -74,7 +76,7 @@ def windows(text: str, window: int | None = None, stride: int | None = None) -> 
         window = 32 if window is None else window
         stride = window if stride is None else stride
         if not (POSITIVE_INT.holds(window) and POSITIVE_INT.holds(stride)):
-            raise TfrnnError("--window and --stride must be positive integers")
+            raise TfrnnError(WINDOW_MESSAGE)
         texts = [text[i : i + window + 1] for i in range(0, len(text) - window, stride)]
         if not texts:
             raise TfrnnError(f"the text is shorter than one window of {window + 1} characters")

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tfrnn.measure import CHILD_PRELUDE, read_peak
+from tfrnn.measure import CHILD_PRELUDE, read_json_line, read_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = ROOT.parent / "shared" / "bench" / "torch_reference.py"
@@ -87,8 +87,7 @@ def run_tfrnn(
         env=env,
         check=True,
     )
-    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
-    return {**result, "peak_rss_mib": read_peak(proc.stdout)}
+    return {**read_json_line(proc.stdout), "peak_rss_mib": read_peak(proc.stdout)}
 
 
 def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data: str) -> dict:
@@ -113,7 +112,7 @@ def run_torch(python: str, cell: str, units: int, layers: int, epochs: int, data
         text=True,
         check=True,
     )
-    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+    result = read_json_line(proc.stdout)
     return {
         "median_epoch_s": result["median_epoch_s"],
         "val_ppl": result["val_ppl"],

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import TORCH_CHILD, find_torch_python, parse_model  # noqa: E402
 
 from tfrnn.cpu import cpu_summary  # noqa: E402
-from tfrnn.measure import CHILD_PRELUDE, read_peak  # noqa: E402
+from tfrnn.measure import CHILD_PRELUDE, read_json_line, read_peak  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = Path(__file__).resolve().parent / "torch_book_peer.py"
@@ -71,10 +71,7 @@ def run_peer(python, cell, units, layers, dropout, budget, data) -> dict:
     args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
     args += ["--layers", str(layers), "--dropout", str(dropout), "--budget-min", str(budget), "--data", data]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
-    result["peak_rss_mib"] = read_peak(proc.stdout)
-    return result
+    return {**read_json_line(proc.stdout), "peak_rss_mib": read_peak(proc.stdout)}
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ tfrnn.use_bfc_allocator()  # before TensorFlow
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import find_torch_python, parse_model  # noqa: E402
 
-from tfrnn.measure import CHILD_PRELUDE, median_seconds  # noqa: E402
+from tfrnn.measure import CHILD_PRELUDE, median_seconds, read_json_line  # noqa: E402
 
 BATCH, STEPS, VOCAB = 1024, 32, 28
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -117,7 +117,7 @@ def main() -> None:
     if python:
         args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, cell, str(units), str(layers), str(a.repeats)]
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-        columns["PyTorch"] = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+        columns["PyTorch"] = read_json_line(out)
     print(f"{a.model}: milliseconds per batch of {BATCH} x {STEPS} (median of {a.repeats})")
     print(f"{'':<20}" + "".join(f"{name:>14}" for name in columns))
     for row in ("recurrent_product", "forward", "train_step"):
