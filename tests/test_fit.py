@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import failing_in_epoch, run_cli
 from tests.test_errors import assert_one_line_error
+from tfrnn import kernel
 from tfrnn.cpu import cpu_summary
 
 RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
@@ -47,6 +48,8 @@ def test_run_folder_holds_every_file_and_consistent_numbers(small_run, book):
     step = m["training_step"]  # what the training step used here
     assert step["xla"] is False and step["steps_per_execution"] == 10  # TFRNN_XLA=off; 10 batches
     assert step["precision"] == "float32" and step["cpu"].startswith(cpu_summary().split(",")[0])
+    assert step["recurrence"] == kernel.status()  # tfrnn's compiled recurrence where it compiles
+    assert b"TfrnnRecurrence" not in (out / "saved_model" / "saved_model.pb").read_bytes()  # loads anywhere
     assert json.loads((out / "vocab.json").read_text())["tokens"][:3] == [" ", "<unk>", "a"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # what the CLI printed is what the folder holds

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_cli
+from tfrnn import kernel
 from tfrnn.config import TrainConfig
 from tfrnn.errors import ConfigError
 from tfrnn.recurrent import SimpleRNN
@@ -48,6 +49,10 @@ def test_training_step_is_traced_in_the_first_epoch_only(tmp_path):
 
 def test_xla_policy(monkeypatch):
     monkeypatch.delenv("TFRNN_XLA", raising=False)
+    gru = TrainConfig.resolve("hw4", cell="gru", units=32)
+    if kernel.load() is not None:  # the compiled recurrence trains it instead (XLA can't compile it)
+        assert not use_xla(gru) and not use_xla(gru, "off") and use_xla(gru, "on")
+    monkeypatch.setenv("TFRNN_KERNEL", "off")  # where it is not available: Keras' loops
     assert use_xla(TrainConfig.resolve("hw4", cell="gru", units=32))
     assert use_xla(TrainConfig.resolve("hw4", cell="rnn", units=64))
     assert not use_xla(TrainConfig.resolve("hw4", cell="lstm", units=128))

@@ -306,9 +306,11 @@ def _train_option(field: str, **kwargs):
     "--xla",
     type=click.Choice(XLA_SETTINGS),
     default=None,
-    help="Compile the training step with XLA. auto: on a CPU, for layers of at most 64 units, "
+    help="Compile the training step with XLA. auto: off where tfrnn's compiled recurrence "
+    "trains the model (float32 on a CPU with a C++ compiler: built once for the CPU, ~30 s; "
+    "$TFRNN_KERNEL=off turns it off), else on a CPU for layers of at most 64 units, "
     "sequences of at most 64 steps and 20 epochs or more, where it is faster and pays back "
-    "compiling (~10-20 s, once).  "
+    "compiling (~10-20 s, once). on: XLA and Keras' loops.  "
     "[default: $TFRNN_XLA or auto]",
 )
 @click.option(

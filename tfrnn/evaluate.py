@@ -22,6 +22,7 @@ import numpy as np
 
 from tfrnn.config import TrainConfig
 from tfrnn.models import build_model, reset_states
+from tfrnn.recurrent import use_kernel
 
 #: Per-epoch validation: parallel streams, and the uncounted characters each reads first.
 VALIDATION_STREAMS = 8
@@ -59,6 +60,7 @@ class StreamScorer:
         self.streams, self.burn_in, self.chunk = streams, burn_in, chunk
         # Its own model (build it outside any tf.distribute strategy): weights are copied in.
         self.model = build_model(config, vocab_size, stateful_batch=streams)
+        use_kernel(self.model)  # never exported: it may run tfrnn's compiled recurrence
 
         @tf.function(reduce_retracing=True)
         def chunk_sum(x, y, w):

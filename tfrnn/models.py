@@ -13,8 +13,9 @@ from keras import layers as kl
 from tfrnn import recurrent
 from tfrnn.config import TrainConfig
 
-#: GRU and LSTM are Keras' own; SimpleRNN is Keras' with a faster CPU loop (tfrnn.recurrent).
-RECURRENT = {"rnn": recurrent.SimpleRNN, "gru": kl.GRU, "lstm": recurrent.LSTM}
+#: Keras' layers with tfrnn's CPU paths (tfrnn.recurrent): SimpleRNN's and LSTM's fused
+#: loops, and for all three the compiled recurrence that ``recurrent.use_kernel`` turns on.
+RECURRENT = {"rnn": recurrent.SimpleRNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
 
 #: Layer settings Keras requires before it picks the cuDNN kernel (GRU and LSTM).
 CUDNN_REQUIREMENTS = {

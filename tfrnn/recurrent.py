@@ -13,6 +13,12 @@ the same treatment as a loop was no faster, and unrolled under XLA a fused GRU t
 
 The fused path applies to the layer in its standard form (tanh, bias, no dropout, not
 unrolled, forward, no mask); otherwise the layer is exactly Keras' own.
+
+Faster still, where it compiles: ``use_kernel(model)`` switches a model's SimpleRNN, GRU and
+LSTM layers to tfrnn's compiled recurrence (``tfrnn.kernel``: the whole sequence and its
+gradient as two ops built for this CPU), for training and evaluation. Only the models that
+train and evaluate are switched; the ones exported are not, so SavedModels hold TensorFlow's
+own ops.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 from keras import layers as kl
+
+from tfrnn import kernel
 
 
 def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
@@ -73,6 +81,50 @@ def _standard_form(layer: kl.RNN, mask) -> bool:
     )
 
 
+class KernelMixin:
+    """``fused_kernel`` (not part of the configuration; off until ``use_kernel`` sets it):
+    run the layer's recurrence as tfrnn's compiled op (``tfrnn.kernel``) where it applies."""
+
+    kernel_cell = ""
+    fused_kernel = False
+
+    def _kernel_applies(self, mask) -> bool:
+        cell = self.cell
+        return (
+            self.fused_kernel
+            and self.compute_dtype == "float32"
+            and _standard_form(self, mask)
+            and getattr(cell, "recurrent_activation", keras.activations.sigmoid) is keras.activations.sigmoid
+            and getattr(cell, "reset_after", True)
+        )
+
+    def _kernel_loop(self, sequences, initial_state, recurrent_kernel):
+        cell, name = self.cell, self.kernel_cell
+        if name == "gru":  # reset_after: input and recurrent biases, (2, 3H)
+            bias_in, bias_rec = cell.bias[0], cell.bias[1]
+        else:
+            bias_in, bias_rec = cell.bias, tf.zeros(tf.shape(recurrent_kernel)[1:])
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        h0 = states[0]
+        c0 = states[1] if name == "lstm" else h0
+        xp = _project(sequences, cell.kernel, bias_in)
+        hs, last = kernel.recurrence(name, xp, h0, c0, recurrent_kernel, bias_rec)
+        h_last = hs[:, -1] if name == "lstm" else last
+        outputs = hs if self.return_sequences else h_last[:, None]
+        return h_last, outputs, [h_last, last] if name == "lstm" else [h_last]
+
+
+def use_kernel(model: keras.Model) -> bool:
+    """Switch ``model``'s recurrent layers to the compiled recurrence when it is available
+    here (compiled, a CPU without GPUs, ``$TFRNN_KERNEL`` not off); whether it was."""
+    if tf.config.list_logical_devices("GPU") or kernel.load() is None:
+        return False
+    layers = [layer for layer in model.layers if isinstance(layer, KernelMixin)]
+    for layer in layers:
+        layer.fused_kernel = True
+    return bool(layers)
+
+
 # --- SimpleRNN: h = tanh(x W + b + h U)
 
 
@@ -103,13 +155,17 @@ def _rnn_train(xp, h0, rk):
 
 
 @keras.saving.register_keras_serializable(package="tfrnn")
-class SimpleRNN(kl.SimpleRNN):
+class SimpleRNN(KernelMixin, kl.SimpleRNN):
     """``keras.layers.SimpleRNN`` with the fused CPU loop (see the module docstring)."""
+
+    kernel_cell = "rnn"
 
     def _fused_applies(self, mask) -> bool:
         return _standard_form(self, mask)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
+        if self._kernel_applies(mask):
+            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel)
         if not self._fused_applies(mask):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
@@ -177,7 +233,7 @@ def _lstm_train(xp, h0, c0, rk):
 
 
 @keras.saving.register_keras_serializable(package="tfrnn")
-class LSTM(kl.LSTM):
+class LSTM(KernelMixin, kl.LSTM):
     """``keras.layers.LSTM`` whose CPU training path is ``_lstm_train`` (same weights and
     configuration); inference and non-standard settings run Keras' own loop, GPUs cuDNN.
 
@@ -185,6 +241,8 @@ class LSTM(kl.LSTM):
     WeightDrop): one dropout mask on ``U`` per batch, shared by every step, so the
     recurrence itself stays a plain LSTM and keeps the cuDNN kernel on a GPU.
     """
+
+    kernel_cell = "lstm"
 
     def __init__(self, units, weight_drop: float = 0.0, **kwargs) -> None:
         super().__init__(units, **kwargs)
@@ -208,6 +266,8 @@ class LSTM(kl.LSTM):
         rk = tf.convert_to_tensor(cell.recurrent_kernel)
         if dropped:
             rk = keras.random.dropout(rk, self.weight_drop, seed=self.weight_drop_seed)
+        if self._kernel_applies(mask):
+            return self._kernel_loop(sequences, initial_state, rk)
         if self._fused_applies(sequences, mask, training):
             h0, c0 = initial_state
             hs, c = _lstm_train(_project(sequences, cell.kernel, cell.bias), h0, c0, rk)
@@ -240,3 +300,15 @@ class LSTM(kl.LSTM):
 #: (an embedding or a layer below). One-hot input (28, the study's models) is left to
 #: Keras' loop, which is as fast there and keeps the study's numbers bit for bit.
 FUSED_LSTM_MIN_INPUT = 64
+
+
+@keras.saving.register_keras_serializable(package="tfrnn")
+class GRU(KernelMixin, kl.GRU):
+    """``keras.layers.GRU``, which ``use_kernel`` can switch to the compiled recurrence."""
+
+    kernel_cell = "gru"
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if self._kernel_applies(mask):
+            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel)
+        return super().inner_loop(sequences, initial_state, mask, training=training)

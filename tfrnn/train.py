@@ -13,26 +13,33 @@ from tfrnn.config import TrainConfig, xla_setting
 from tfrnn.data import Splits
 from tfrnn.errors import ConfigError, TrainingDiverged
 from tfrnn.models import build_model
+from tfrnn.recurrent import use_kernel
 from tfrnn.rundir import BACKUP_DIR, BEST_WEIGHTS, TRAINED_WEIGHTS, read_history
 
 
-@keras.saving.register_keras_serializable(package="tfrnn")
-class Perplexity(keras.metrics.Metric):
-    """exp(mean cross-entropy per character) over all the batches seen."""
+class PerplexityLogs(keras.callbacks.Callback):
+    """Adds ``perplexity`` (and ``val_perplexity``) = exp(loss) to each batch's and epoch's logs.
 
-    def __init__(self, name: str = "perplexity", **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float64")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float64")
+    Keras' loss is the mean cross-entropy per character over the batches seen (each batch
+    weighted by its size; every window has the same length and these models add no other
+    loss terms), so its exponential is the perplexity. A metric would compute the
+    cross-entropy a second time in every step: 13% of a SimpleRNN-64 epoch on a 2-core CPU
+    once the recurrence is compiled (tools/bench.py).
+    """
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        ops = keras.ops
-        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        self.total.assign_add(ops.cast(ops.sum(ce), "float64"))
-        self.count.assign_add(ops.cast(ops.size(ce), "float64"))
+    @staticmethod
+    def _add(logs) -> None:
+        for prefix in ("", "val_"):
+            loss = (logs or {}).get(prefix + "loss")
+            if loss is not None and prefix + "perplexity" not in logs:
+                loss = float(loss)
+                logs[prefix + "perplexity"] = math.exp(loss) if loss < 700 else math.inf
 
-    def result(self):
-        return keras.ops.exp(self.total / keras.ops.maximum(self.count, 1.0))
+    def on_train_batch_end(self, batch, logs=None):
+        self._add(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._add(logs)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -160,9 +167,10 @@ XLA_MIN_EPOCHS = 20
 def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     """Whether the training step is compiled with XLA (``setting`` defaults to ``$TFRNN_XLA``).
 
-    ``auto`` means: on a CPU, outside a ``tf.distribute`` strategy, for layers of at most
-    ``XLA_MAX_UNITS`` units, sequences of at most ``XLA_MAX_STEPS`` steps, and runs of at
-    least ``XLA_MIN_EPOCHS`` epochs.
+    ``auto`` means: where tfrnn's compiled recurrence cannot train the model
+    (``kernel_trains``), on a CPU, outside a ``tf.distribute`` strategy, for layers of at
+    most ``XLA_MAX_UNITS`` units, sequences of at most ``XLA_MAX_STEPS`` steps, and runs of
+    at least ``XLA_MIN_EPOCHS`` epochs. (XLA cannot compile the compiled recurrence's op.)
     """
     import tensorflow as tf
 
@@ -170,11 +178,26 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     if setting != "auto":
         return setting == "on"
     return (
-        config.units <= XLA_MAX_UNITS
+        not kernel_trains(config)
+        and config.units <= XLA_MAX_UNITS
         and config.num_steps <= XLA_MAX_STEPS
         and config.epochs >= XLA_MIN_EPOCHS
         and not tf.config.list_logical_devices("GPU")
         and not tf.distribute.has_strategy()
+    )
+
+
+def kernel_trains(config: TrainConfig) -> bool:
+    """Whether tfrnn's compiled recurrence (``tfrnn.kernel``) runs the recurrent layers of
+    ``config`` here: float32, no GPU (cuDNN's there), and the kernel compiled and on."""
+    import tensorflow as tf
+
+    from tfrnn import kernel
+
+    return (
+        config.precision == "float32"
+        and not tf.config.list_logical_devices("GPU")
+        and kernel.load() is not None
     )
 
 
@@ -194,7 +217,10 @@ def compile_model(
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     model = build_model(config, vocab_size, stateful_batch=stateful_batch)
-    _compile(model, config, steps_per_epoch, use_xla(config, xla))
+    jit = use_xla(config, xla)
+    if not jit:
+        use_kernel(model)
+    _compile(model, config, steps_per_epoch, jit)
     return model
 
 
@@ -221,7 +247,6 @@ def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int, jit:
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[Perplexity()],
         jit_compile=jit,
         steps_per_execution=steps_per_execution(steps_per_epoch),
     )
@@ -251,19 +276,23 @@ class FitResult:
 
 def step_settings(config: TrainConfig, xla: str | None, steps_per_epoch: int) -> dict:
     """What the training step of ``config`` uses on this machine: the CPU and its vector
-    units, XLA (``use_xla``: the same policy measured best on AVX2 and AVX-512 CPUs, README
-    "Training speed"), batches per call, precision, oneDNN and thread settings.
+    units, XLA (``use_xla``), the recurrence (tfrnn's compiled kernel or Keras' loops),
+    batches per call, precision, oneDNN and thread settings.
     Call it inside the run's ``tf.distribute`` scope, as XLA's choice depends on it."""
     import os
 
     import tensorflow as tf
 
+    from tfrnn import kernel
     from tfrnn.cpu import cpu_summary
 
     threading = tf.config.threading
+    jit = use_xla(config, xla)
     return {
         "cpu": cpu_summary(),
-        "xla": use_xla(config, xla),
+        "xla": jit,
+        # tfrnn's compiled recurrence, or why the layers run Keras' loops
+        "recurrence": kernel.status() if not jit and kernel_trains(config) else "Keras' loops",
         "steps_per_execution": steps_per_execution(steps_per_epoch),
         "precision": config.precision,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),
@@ -410,7 +439,8 @@ def epoch_callbacks(
 ) -> list:
     """The callbacks every training of ``config`` uses, in the order they must run.
 
-    Carried-state validation first (the others read its figures), then state resets, the
+    Perplexity from the loss first, carried-state validation next (it replaces the
+    validation figures, and the others read them), then state resets, the
     NaN check, timing, time budget, early stopping, the plateau schedule and dropout seeds.
     ``best``: where validation keeps the best epoch's weights (book); ``done``: the history
     rows of an interrupted run being resumed.
@@ -424,7 +454,7 @@ def epoch_callbacks(
     )
 
     done = done or []
-    callbacks: list = []
+    callbacks: list = [PerplexityLogs()]
     if "val" in splits.streams:
         scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
         keep = best if best is not None and keeps_best_epoch(config) else None

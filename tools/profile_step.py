@@ -1,4 +1,4 @@
-"""Where one training batch's time goes, tfrnn (with and without XLA) beside PyTorch.
+"""Where one training batch's time goes, tfrnn (XLA, compiled recurrence, Keras' loops) beside PyTorch.
 
     python tools/profile_step.py [--model gru-32] [--repeats 20] [--torch-python PY]
 
@@ -6,7 +6,8 @@ Under the study's protocol (batch 1,024, 32 steps) it times, in milliseconds per
 (median of ``--repeats``): the recurrent matrix product alone (``h @ U``, 32 dependent
 steps: the part no framework can skip), the forward pass, and the whole training step
 (forward, loss, gradients, clipping, SGD update), for tfrnn's Keras model compiled as
-``tfrnn fit`` compiles it with XLA on and off, and for PyTorch's ``nn.GRU``/``nn.LSTM``/
+``tfrnn fit`` compiles it, three ways (Keras' loops under XLA, tfrnn's compiled recurrence,
+Keras' loops without either), and for PyTorch's ``nn.GRU``/``nn.LSTM``/
 ``nn.RNN`` when a Python with torch is found (as in tools/bench.py). One hw4 epoch is 10 such
 training steps and the forward pass over 5,000 validation windows (tfrnn: one batch of 5,000,
 see tfrnn.data.eval_batch_size; PyTorch's reference: five of 1,024); the rest of an epoch
@@ -69,16 +70,25 @@ print(json.dumps(result))
 """
 
 
-def tfrnn_times(cell: str, units: int, layers: int, xla: bool, repeats: int) -> dict:
-    """Milliseconds per batch of tfrnn's model compiled as ``tfrnn fit`` does (XLA forced)."""
+#: tfrnn's ways to run the step: Keras' loops under XLA, tfrnn's compiled recurrence
+#: (tfrnn.kernel), and Keras' loops without either.
+MODES = {"XLA": ("on", "auto"), "kernel": ("off", "auto"), "Keras loops": ("off", "off")}
+
+
+def tfrnn_times(cell: str, units: int, layers: int, mode: str, repeats: int) -> dict:
+    """Milliseconds per batch of tfrnn's model compiled as ``tfrnn fit`` does, run ``mode``."""
     import numpy as np
     import tensorflow as tf
 
     from tfrnn.config import TrainConfig
     from tfrnn.train import compile_model
 
+    xla_setting, kernel_setting = MODES[mode]
+    xla = xla_setting == "on"
     config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers)
-    model = compile_model(config, VOCAB, "on" if xla else "off")
+    os.environ["TFRNN_KERNEL"] = kernel_setting  # read when the model is compiled
+    model = compile_model(config, VOCAB, xla_setting)
+    os.environ.pop("TFRNN_KERNEL")
     rng = np.random.default_rng(0)
     x = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
     y = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
@@ -109,21 +119,18 @@ def main() -> None:
     ap.add_argument("--torch-python", default=None)
     a = ap.parse_args()
     cell, units, layers = parse_model(a.model)
-    columns = {
-        "tfrnn XLA": tfrnn_times(cell, units, layers, True, a.repeats),
-        "tfrnn no XLA": tfrnn_times(cell, units, layers, False, a.repeats),
-    }
+    columns = {f"tfrnn {mode}": tfrnn_times(cell, units, layers, mode, a.repeats) for mode in MODES}
     python = find_torch_python(a.torch_python)
     if python:
         args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, cell, str(units), str(layers), str(a.repeats)]
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
         columns["PyTorch"] = read_json_line(out)
     print(f"{a.model}: milliseconds per batch of {BATCH} x {STEPS} (median of {a.repeats})")
-    print(f"{'':<20}" + "".join(f"{name:>14}" for name in columns))
+    print(f"{'':<20}" + "".join(f"{name:>18}" for name in columns))
     for row in ("recurrent_product", "forward", "train_step"):
-        print(f"{row:<20}" + "".join(f"{col[row]:>14.1f}" for col in columns.values()))
+        print(f"{row:<20}" + "".join(f"{col[row]:>18.1f}" for col in columns.values()))
     epoch = {name: 10 * col["train_step"] + 5 * col["forward"] for name, col in columns.items()}
-    print(f"{'10 steps + 5 fwd':<20}" + "".join(f"{v:>14.1f}" for v in epoch.values()))
+    print(f"{'10 steps + 5 fwd':<20}" + "".join(f"{v:>18.1f}" for v in epoch.values()))
     print(json.dumps({"model": a.model, **columns}))
 
 

@@ -1,0 +1,98 @@
+"""tfrnn's compiled recurrence: compiled here, equal to Keras' layers, used for training and
+evaluation only, and a clean fallback to Keras' loops where it cannot be compiled."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrnn import kernel, recurrent
+from tfrnn.config import TrainConfig
+from tfrnn.models import build_model, recurrent_layers
+from tfrnn.train import compile_model
+
+KERAS = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+OURS = {"rnn": recurrent.SimpleRNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    if kernel._compiler() is None:
+        pytest.skip("no C++ compiler on this machine: tfrnn runs Keras' loops")
+    assert kernel.load() is not None, kernel.status()
+    assert kernel.status().startswith("fused, compiled for this CPU")
+
+
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled, cell, traced):
+    x = tf.random.stateless_normal((9, 7, 5), seed=(0, 1))
+    ours = OURS[cell](6, return_sequences=True, return_state=True)
+    theirs = KERAS[cell](6, return_sequences=True, return_state=True)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for i, w in enumerate(ours.weights):  # biases too, not left at zero
+        w.assign(tf.random.stateless_normal(w.shape, seed=(2, i)) * 0.5)
+    theirs.set_weights(ours.get_weights())
+    ours.fused_kernel = True
+    states = [tf.random.stateless_normal((9, 6), seed=(4, i)) for i in range(2 if cell == "lstm" else 1)]
+    call = lambda v, s: ours(v, initial_state=s)  # noqa: E731
+    call = tf.function(call) if traced else call
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, *states])
+        mine, ref = call(x, states), theirs(x, initial_state=states)
+        weights = [tf.random.stateless_normal(o.shape, seed=(3, i)) for i, o in enumerate(ref)]
+        loss_mine = sum(tf.reduce_sum(o * w) for o, w in zip(mine, weights))
+        loss_ref = sum(tf.reduce_sum(o * w) for o, w in zip(ref, weights))
+    assert len(mine) == len(ref)
+    for a, b in zip(mine, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    grads = tape.gradient(loss_mine, [*ours.trainable_weights, x, *states])
+    expected = tape.gradient(loss_ref, [*theirs.trainable_weights, x, *states])
+    for a, b in zip(grads, expected):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def _op_types(model: keras.Model, training: bool) -> set[str]:
+    spec = tf.TensorSpec((2, None), tf.int32)
+    graph = tf.function(lambda ids: model(ids, training=training)).get_concrete_function(spec).graph
+    types = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:  # Keras' while-loop bodies
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
+    config = TrainConfig.resolve("hw4", cell="lstm", units=8, layers=2, epochs=2)
+    trained = compile_model(config, 28, "off")
+    assert all(layer.fused_kernel for layer in recurrent_layers(trained))
+    assert "TfrnnRecurrence" in _op_types(trained, training=True)
+    assert "TfrnnRecurrence" in _op_types(trained, training=False)
+    assert "TfrnnRecurrence" not in _op_types(compile_model(config, 28, "on"), training=True)  # XLA
+    assert "TfrnnRecurrence" not in _op_types(build_model(config, 28), training=False)  # export's
+
+
+def test_it_is_off_when_asked_and_reports_why(monkeypatch):
+    monkeypatch.setenv("TFRNN_KERNEL", "off")
+    assert kernel.load() is None and kernel.status().startswith("off ($TFRNN_KERNEL=off)")
+    model = compile_model(TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2), 28, "off")
+    assert "TfrnnRecurrence" not in _op_types(model, training=True)
+
+
+def test_without_a_compiler_or_with_a_failing_build_keras_loops_train(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel, "_state", {})
+    monkeypatch.setattr(kernel, "_compiler", lambda: None)
+    assert kernel.load() is None and kernel.status().startswith("no C++ compiler found")
+
+    broken = tmp_path / "broken.cc"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(kernel, "_state", {})
+    monkeypatch.setattr(kernel, "_compiler", lambda: "/bin/false")
+    monkeypatch.setattr(kernel, "SOURCE", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert kernel.load() is None and kernel.status().startswith("not compiled (false failed")
+    assert list((tmp_path / "cache").rglob("*")) == [tmp_path / "cache" / "tfrnn", kernel.cache_dir()]
+    model = compile_model(TrainConfig.resolve("hw4", cell="rnn", units=4, epochs=2), 28, "off")
+    assert not any(getattr(layer, "fused_kernel", False) for layer in model.layers)

@@ -1,0 +1,157 @@
+"""tfrnn's fused CPU recurrence (``kernels/recurrence.cc``), compiled once for this CPU.
+
+TensorFlow's CPU wheel runs a recurrent layer as a loop of small operations (ten or more
+per time step, forward and backward) in kernels built for AVX2 at most. The fused op runs a
+whole sequence of SimpleRNN, GRU or LSTM steps as one op, and its gradient as another,
+compiled here with the system's C++ compiler for this machine's vector units
+(``-march=native``: AVX-512 where the CPU has it) against the installed TensorFlow's headers.
+
+The shared library is cached under ``$XDG_CACHE_HOME/tfrnn/kernels`` (``~/.cache``), keyed by
+the source, TensorFlow's version, the compiler and the CPU, and written under a temporary
+name then renamed, so concurrent runs never read a half-written file. Where no compiler
+works, ``load`` says why (``status``) and the layers keep Keras' own loops: everything runs,
+only slower. ``$TFRNN_KERNEL=off`` turns it off. The op is used for training and
+evaluation only: exported SavedModels hold TensorFlow's own ops, so they load anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("kernels") / "recurrence.cc"
+
+#: Tried in order: the first for CPUs whose AVX-512 FP16 instructions make the Eigen headers
+#: TensorFlow ships fail to compile under GCC 12 (the op needs no FP16); the second for
+#: compilers that do not know that flag.
+FLAG_SETS = (["-O3", "-march=native", "-mno-avx512fp16"], ["-O3", "-march=native"])
+
+_state: dict = {}
+
+
+def setting() -> str:
+    """``$TFRNN_KERNEL``: ``auto`` (default: use the kernel where it compiles) or ``off``."""
+    value = os.environ.get("TFRNN_KERNEL", "auto").strip().lower() or "auto"
+    return value if value in ("auto", "off") else "auto"
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tfrnn" / "kernels"
+
+
+def _cpu_identity() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    wanted = ("model name", "flags")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+def _build(compiler: str, target: Path) -> str | None:
+    """Compile the op into ``target``; None, or why it could not be compiled."""
+    import tensorflow as tf
+
+    tf_flags = [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    error = ""
+    for flags in FLAG_SETS:
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
+        os.close(fd)
+        cmd = [compiler, *flags, "-w", "-shared", "-fPIC", str(SOURCE), "-o", tmp, *tf_flags]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if done.returncode == 0:
+                os.replace(tmp, target)
+                return None
+            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            error = str(exc)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return f"{Path(compiler).name} failed: {error}"
+
+
+def library_path(compiler: str) -> Path:
+    """The cached library for this source, TensorFlow, compiler and CPU."""
+    import tensorflow as tf
+
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode(), _cpu_identity().encode()):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"recurrence-{key.hexdigest()[:16]}.so"
+
+
+def load():
+    """The compiled op module (compiling it the first time on this machine), or None when
+    ``$TFRNN_KERNEL`` is off or it cannot be compiled (``status`` says why)."""
+    if setting() == "off":
+        return None
+    if "module" in _state:
+        return _state["module"]
+    module, status = None, ""
+    if (compiler := _compiler()) is None:
+        status = "no C++ compiler found (set $CXX): Keras' loops"
+    else:
+        path = library_path(compiler)
+        error = None
+        if not path.is_file():
+            print("tfrnn: compiling the fused recurrence for this CPU (once; ~30 s)...", file=sys.stderr)
+            error = _build(compiler, path)
+        if error:
+            status = f"not compiled ({error}): Keras' loops"
+        else:
+            module, status = _import(path)
+    _state.update(module=module, status=status)
+    return module
+
+
+def _import(path: Path):
+    import tensorflow as tf
+
+    try:
+        module = tf.load_op_library(str(path))
+    except (tf.errors.NotFoundError, OSError) as exc:
+        return None, f"not loaded ({str(exc).splitlines()[0]}): Keras' loops"
+    _register_gradient(module)
+    return module, f"fused, compiled for this CPU ({path.name})"
+
+
+def status() -> str:
+    """One line: whether the fused kernel is used here, and why not if it is not."""
+    if setting() == "off":
+        return "off ($TFRNN_KERNEL=off): Keras' loops"
+    load()
+    return _state["status"]
+
+
+def _register_gradient(module) -> None:
+    import tensorflow as tf
+
+    @tf.RegisterGradient("TfrnnRecurrence")
+    def _gradient(op, d_hs, d_last, _d_saved):
+        hs, last, saved = op.outputs
+        _, h0, c0, kernel, _ = op.inputs
+        d_last = tf.zeros_like(last) if d_last is None else d_last
+        return module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=op.get_attr("cell"))
+
+
+def recurrence(cell: str, xp, h0, c0, kernel, bias):
+    """Every state of ``cell`` (``rnn``, ``gru``, ``lstm``) over batch-major ``xp``
+    (``x W + b``, shape ``(B, T, G*H)``) from ``h0`` (and ``c0``: LSTM; ignored otherwise):
+    ``(hs (B, T, H), last c of an LSTM / last h otherwise)``. ``bias``: added to
+    ``h U`` (GRU's recurrent bias; zeros for the others). Differentiable."""
+    hs, last, _ = load().tfrnn_recurrence(xp, h0, c0, kernel, bias, cell=cell)
+    return hs, last
