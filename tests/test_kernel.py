@@ -25,9 +25,11 @@ def compiled():
     assert kernel.status().startswith("fused, compiled for this CPU")
 
 
+# training: the op keeps the gates for the gradient; otherwise a gradient runs it again
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled, cell, traced):
+def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled, cell, traced, training):
     x = tf.random.stateless_normal((9, 7, 5), seed=(0, 1))
     ours = OURS[cell](6, return_sequences=True, return_state=True)
     theirs = KERAS[cell](6, return_sequences=True, return_state=True)
@@ -38,7 +40,7 @@ def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled,
     theirs.set_weights(ours.get_weights())
     ours.fused_kernel = True
     states = [tf.random.stateless_normal((9, 6), seed=(4, i)) for i in range(2 if cell == "lstm" else 1)]
-    call = lambda v, s: ours(v, initial_state=s)  # noqa: E731
+    call = lambda v, s: ours(v, initial_state=s, training=training)  # noqa: E731
     call = tf.function(call) if traced else call
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, *states])
@@ -55,6 +57,31 @@ def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled,
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_compiled_rows_and_cross_entropy_equal_tensorflow_s(compiled):
+    ids = tf.constant([[0, 3, 5], [2, 7, -1]])  # 7 and -1 lie outside the table: zero rows
+    table = tf.random.stateless_normal((6, 4), seed=(5, 0))
+    weights = tf.random.stateless_normal((2, 3, 4), seed=(5, 1))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(table)
+        rows, product = kernel.gather_rows(table, ids), tf.one_hot(ids, 6) @ table
+        mine, ref = tf.reduce_sum(rows * weights), tf.reduce_sum(product * weights)
+    np.testing.assert_array_equal(rows, product)
+    np.testing.assert_allclose(tape.gradient(mine, table), tape.gradient(ref, table), atol=1e-6)
+
+    logits = tf.random.stateless_normal((2, 3, 28), seed=(6, 0)) * 5
+    labels = tf.constant([[0, 27, 4], [9, 9, 13]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        mine = kernel.cross_entropy(labels, logits)
+        ref = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        loss_mine, loss_ref = (tf.reduce_sum(v * [[1.0], [2.0]]) for v in (mine, ref))
+    np.testing.assert_allclose(mine, ref, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_mine, logits), tape.gradient(loss_ref, logits), atol=1e-5)
+    assert kernel.cross_entropy(tf.constant([1.0]), tf.zeros((1, 3))).numpy()[0] == pytest.approx(np.log(3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label 28 is not in"):
+        kernel.cross_entropy(tf.constant([28]), tf.zeros((1, 28)))
+
+
 def _op_types(model: keras.Model, training: bool) -> set[str]:
     spec = tf.TensorSpec((2, None), tf.int32)
     graph = tf.function(lambda ids: model(ids, training=training)).get_concrete_function(spec).graph
@@ -68,10 +95,13 @@ def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
     config = TrainConfig.resolve("hw4", cell="lstm", units=8, layers=2, epochs=2)
     trained = compile_model(config, 28, "off")
     assert all(layer.fused_kernel for layer in recurrent_layers(trained))
-    assert "TfrnnRecurrence" in _op_types(trained, training=True)
+    assert {"TfrnnRecurrence", "TfrnnGatherRows"} <= _op_types(trained, training=True)  # one-hot input
     assert "TfrnnRecurrence" in _op_types(trained, training=False)
     assert "TfrnnRecurrence" not in _op_types(compile_model(config, 28, "on"), training=True)  # XLA
     assert "TfrnnRecurrence" not in _op_types(build_model(config, 28), training=False)  # export's
+    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4)  # batches of 64: too few rows
+    assert small.batch_size < kernel.MIN_BATCH
+    assert "TfrnnRecurrence" not in _op_types(compile_model(small, 28, "off"), training=True)
 
 
 def test_it_is_off_when_asked_and_reports_why(monkeypatch):

@@ -69,9 +69,11 @@ def test_xla_policy(monkeypatch):
         use_xla(lstm)
 
 
+# without XLA: tfrnn's compiled recurrence, rows and cross-entropy (where they compile)
 @pytest.mark.slow
-def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path):
-    args = ["fit", "--cell", "rnn", "--units", 8, "--epochs", 1, "-q", "--no-profile"]
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path, cell):
+    args = ["fit", "--cell", cell, "--units", 8, "--epochs", 1, "-q", "--no-profile"]
     vals = {}
     for xla in ("on", "off"):
         result = run_cli(*args, "--xla", xla, "--out", tmp_path / xla)

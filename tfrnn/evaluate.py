@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tfrnn import kernel
 from tfrnn.config import TrainConfig
 from tfrnn.models import build_model, reset_states
 from tfrnn.recurrent import use_kernel
@@ -60,12 +61,14 @@ class StreamScorer:
         self.streams, self.burn_in, self.chunk = streams, burn_in, chunk
         # Its own model (build it outside any tf.distribute strategy): weights are copied in.
         self.model = build_model(config, vocab_size, stateful_batch=streams)
-        use_kernel(self.model)  # never exported: it may run tfrnn's compiled recurrence
+        # never exported: it may run tfrnn's compiled recurrence and cross-entropy
+        cross_entropy = kernel.cross_entropy if use_kernel(self.model, streams) else None
+        cross_entropy = cross_entropy or tf.nn.sparse_softmax_cross_entropy_with_logits
 
         @tf.function(reduce_retracing=True)
         def chunk_sum(x, y, w):
             logits = self.model(x, training=False)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
+            ce = cross_entropy(y, tf.cast(logits, tf.float32))
             return tf.reduce_sum(tf.cast(ce * w, tf.float64))
 
         self._chunk_sum = chunk_sum

@@ -33,6 +33,12 @@ FLAG_SETS = (["-O3", "-march=native", "-mno-avx512fp16"], ["-O3", "-march=native
 
 _state: dict = {}
 
+#: The op splits a batch's rows across the CPU's threads; with fewer rows than this its
+#: small products lose to TensorFlow's (book preset, LSTM 2 x 512, batches of 64 on a 2-core
+#: Xeon: 1,207 ms per training step against 908 in tfrnn's LSTM loop), so smaller batches
+#: keep the layers' own loops. hw4's batches of 1,024 run it.
+MIN_BATCH = 256
+
 
 def setting() -> str:
     """``$TFRNN_KERNEL``: ``auto`` (default: use the kernel where it compiles) or ``off``."""
@@ -140,18 +146,51 @@ def status() -> str:
 def _register_gradient(module) -> None:
     import tensorflow as tf
 
+    @tf.RegisterGradient("TfrnnGatherRows")
+    def _rows_gradient(op, d_rows):
+        table, ids = op.inputs
+        return module.tfrnn_scatter_rows(d_rows, ids, table), None
+
+    @tf.RegisterGradient("TfrnnSoftmaxXent")
+    def _xent_gradient(op, d_loss, _d_backprop):
+        return op.outputs[1] * d_loss[..., None], None
+
     @tf.RegisterGradient("TfrnnRecurrence")
     def _gradient(op, d_hs, d_last, _d_saved):
+        cell = op.get_attr("cell")
         hs, last, saved = op.outputs
-        _, h0, c0, kernel, _ = op.inputs
+        if not op.get_attr("save"):  # run without keeping the gates: run again, keeping them
+            hs, last, saved = module.tfrnn_recurrence(*op.inputs, cell=cell, save=True)
+        _, h0, c0, kernel, _, _ = op.inputs
         d_last = tf.zeros_like(last) if d_last is None else d_last
-        return module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=op.get_attr("cell"))
+        return module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
 
 
-def recurrence(cell: str, xp, h0, c0, kernel, bias):
+def gather_rows(table, ids):
+    """``one_hot(ids, len(table)) @ table`` without the product: ``table``'s rows by id
+    (ids outside it give zeros, as ``tf.one_hot`` encodes them). Differentiable in ``table``:
+    the gradient is dense, the rows' gradients summed per id."""
+    return load().tfrnn_gather_rows(table, ids)
+
+
+def cross_entropy(labels, logits):
+    """Per-character cross-entropy of integer ``labels`` under ``logits`` (the shape of
+    ``labels`` plus a class axis), as ``tf.nn.sparse_softmax_cross_entropy_with_logits``
+    computes it, compiled. Differentiable in ``logits`` (once)."""
+    import tensorflow as tf
+
+    if labels.dtype not in (tf.int32, tf.int64):
+        labels = tf.cast(labels, tf.int32)
+    return load().tfrnn_softmax_xent(logits, labels)[0]
+
+
+def recurrence(cell: str, xp, h0, c0, kernel, input_bias, bias, training: bool = True):
     """Every state of ``cell`` (``rnn``, ``gru``, ``lstm``) over batch-major ``xp``
-    (``x W + b``, shape ``(B, T, G*H)``) from ``h0`` (and ``c0``: LSTM; ignored otherwise):
-    ``(hs (B, T, H), last c of an LSTM / last h otherwise)``. ``bias``: added to
-    ``h U`` (GRU's recurrent bias; zeros for the others). Differentiable."""
-    hs, last, _ = load().tfrnn_recurrence(xp, h0, c0, kernel, bias, cell=cell)
+    (``x W``, shape ``(B, T, G*H)``) from ``h0`` (and ``c0``: LSTM; ignored otherwise):
+    ``(hs (B, T, H), last c of an LSTM / last h otherwise)``. ``input_bias`` is added to
+    ``xp``, ``bias`` to ``h U`` (GRU's recurrent bias; zeros for the others).
+    Differentiable; with ``training`` False it keeps no gates for the gradient (a gradient
+    asked for anyway runs it again)."""
+    op = load().tfrnn_recurrence
+    hs, last, _ = op(xp, h0, c0, kernel, input_bias, bias, cell=cell, save=bool(training))
     return hs, last

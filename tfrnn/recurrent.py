@@ -81,6 +81,18 @@ def _standard_form(layer: kl.RNN, mask) -> bool:
     )
 
 
+def _one_hot_ids(x: tf.Tensor, depth: int) -> tf.Tensor | None:
+    """The ids ``x`` one-hot encodes (a traced ``OneHot`` op of ``depth`` on the last axis,
+    on 1 and off 0, as ``models.OneHot`` makes), or None."""
+    op = getattr(x, "op", None)  # eager tensors have none
+    if op is None or op.type != "OneHot" or x.dtype != tf.float32:
+        return None
+    if op.get_attr("axis") != -1:
+        return None
+    depth_, on, off = (tf.get_static_value(t) for t in op.inputs[1:4])
+    return op.inputs[0] if (depth_, on, off) == (depth, 1, 0) else None
+
+
 class KernelMixin:
     """``fused_kernel`` (not part of the configuration; off until ``use_kernel`` sets it):
     run the layer's recurrence as tfrnn's compiled op (``tfrnn.kernel``) where it applies."""
@@ -98,7 +110,7 @@ class KernelMixin:
             and getattr(cell, "reset_after", True)
         )
 
-    def _kernel_loop(self, sequences, initial_state, recurrent_kernel):
+    def _kernel_loop(self, sequences, initial_state, recurrent_kernel, training):
         cell, name = self.cell, self.kernel_cell
         if name == "gru":  # reset_after: input and recurrent biases, (2, 3H)
             bias_in, bias_rec = cell.bias[0], cell.bias[1]
@@ -107,17 +119,24 @@ class KernelMixin:
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         h0 = states[0]
         c0 = states[1] if name == "lstm" else h0
-        xp = _project(sequences, cell.kernel, bias_in)
-        hs, last = kernel.recurrence(name, xp, h0, c0, recurrent_kernel, bias_rec)
+        ids = _one_hot_ids(sequences, cell.kernel.shape[0])
+        if ids is not None:  # the kernel's rows, not a product with one-hot vectors
+            xp = kernel.gather_rows(cell.kernel, ids)
+        else:
+            width = tf.shape(sequences)
+            xp = tf.matmul(tf.reshape(sequences, [-1, width[2]]), cell.kernel)  # biases: in the op
+            xp = tf.reshape(xp, [width[0], width[1], -1])
+        hs, last = kernel.recurrence(name, xp, h0, c0, recurrent_kernel, bias_in, bias_rec, training)
         h_last = hs[:, -1] if name == "lstm" else last
         outputs = hs if self.return_sequences else h_last[:, None]
         return h_last, outputs, [h_last, last] if name == "lstm" else [h_last]
 
 
-def use_kernel(model: keras.Model) -> bool:
+def use_kernel(model: keras.Model, batch_size: int) -> bool:
     """Switch ``model``'s recurrent layers to the compiled recurrence when it is available
-    here (compiled, a CPU without GPUs, ``$TFRNN_KERNEL`` not off); whether it was."""
-    if tf.config.list_logical_devices("GPU") or kernel.load() is None:
+    here (compiled, a CPU without GPUs, ``$TFRNN_KERNEL`` not off) and pays for batches of
+    ``batch_size`` rows (``kernel.MIN_BATCH``); whether it was."""
+    if batch_size < kernel.MIN_BATCH or tf.config.list_logical_devices("GPU") or kernel.load() is None:
         return False
     layers = [layer for layer in model.layers if isinstance(layer, KernelMixin)]
     for layer in layers:
@@ -165,7 +184,7 @@ class SimpleRNN(KernelMixin, kl.SimpleRNN):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self._kernel_applies(mask):
-            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel)
+            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel, training)
         if not self._fused_applies(mask):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
@@ -267,7 +286,7 @@ class LSTM(KernelMixin, kl.LSTM):
         if dropped:
             rk = keras.random.dropout(rk, self.weight_drop, seed=self.weight_drop_seed)
         if self._kernel_applies(mask):
-            return self._kernel_loop(sequences, initial_state, rk)
+            return self._kernel_loop(sequences, initial_state, rk, training)
         if self._fused_applies(sequences, mask, training):
             h0, c0 = initial_state
             hs, c = _lstm_train(_project(sequences, cell.kernel, cell.bias), h0, c0, rk)
@@ -310,5 +329,5 @@ class GRU(KernelMixin, kl.GRU):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self._kernel_applies(mask):
-            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel)
+            return self._kernel_loop(sequences, initial_state, self.cell.recurrent_kernel, training)
         return super().inner_loop(sequences, initial_state, mask, training=training)

@@ -189,13 +189,15 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
 
 def kernel_trains(config: TrainConfig) -> bool:
     """Whether tfrnn's compiled recurrence (``tfrnn.kernel``) runs the recurrent layers of
-    ``config`` here: float32, no GPU (cuDNN's there), and the kernel compiled and on."""
+    ``config`` here: float32, batches of at least ``kernel.MIN_BATCH``, no GPU (cuDNN's
+    there), and the kernel compiled and on."""
     import tensorflow as tf
 
     from tfrnn import kernel
 
     return (
         config.precision == "float32"
+        and config.batch_size >= kernel.MIN_BATCH
         and not tf.config.list_logical_devices("GPU")
         and kernel.load() is not None
     )
@@ -218,9 +220,8 @@ def compile_model(
         keras.utils.set_random_seed(config.seed)
     model = build_model(config, vocab_size, stateful_batch=stateful_batch)
     jit = use_xla(config, xla)
-    if not jit:
-        use_kernel(model)
-    _compile(model, config, steps_per_epoch, jit)
+    fused = not jit and use_kernel(model, config.batch_size)
+    _compile(model, config, steps_per_epoch, jit, compiled_ops=fused)
     return model
 
 
@@ -243,10 +244,37 @@ def steps_per_execution(steps_per_epoch: int) -> int:
     return max(n for n in range(1, MAX_STEPS_PER_EXECUTION + 1) if steps_per_epoch % n == 0)
 
 
-def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int, jit: bool = False) -> None:
+@keras.saving.register_keras_serializable(package="tfrnn")
+class CompiledCrossEntropy(keras.losses.Loss):
+    """Keras' sparse categorical cross-entropy from logits, computed by tfrnn's compiled op
+    (``tfrnn.kernel.cross_entropy``): the loss of the models the compiled recurrence trains."""
+
+    def __init__(self, name: str = "sparse_categorical_crossentropy", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        from tfrnn import kernel
+
+        return kernel.cross_entropy(y_true, y_pred)
+
+
+def _compile(
+    model: keras.Model,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    jit: bool = False,
+    compiled_ops: bool = False,
+) -> None:
+    """Compile for training; ``compiled_ops``: the loss is tfrnn's compiled softmax
+    cross-entropy (``tfrnn.kernel``; TensorFlow's took 20% of a SimpleRNN-64 epoch), else
+    Keras' own (the models saved in run folders: they load without tfrnn's kernel)."""
+    if compiled_ops:
+        loss = CompiledCrossEntropy()
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=loss,
         jit_compile=jit,
         steps_per_execution=steps_per_execution(steps_per_epoch),
     )

@@ -5,13 +5,23 @@
 // ops run only the recurrence, batch rows split across TensorFlow's CPU threads. Compiled on
 // the user's machine for its own vector units (tfrnn/kernel.py), so AVX-512 CPUs get AVX-512
 // code where TensorFlow's wheel stops at AVX2. Gate orders and formulas are Keras':
-//   rnn:  h = tanh(xp + h U + bu)
-//   gru:  z, r = sigmoid(xp_z + hp_z), sigmoid(xp_r + hp_r); n = tanh(xp_n + r hp_n);
+// with x W the input projection (xp), bx its bias and bu the recurrent bias:
+//   rnn:  h = tanh(xp + bx + h U + bu)
+//   gru:  z, r = sigmoid(x_z + hp_z), sigmoid(x_r + hp_r); n = tanh(x_n + r hp_n), x = xp + bx;
 //         h = z h_prev + (1 - z) n, with hp = h_prev U + bu            (gate order z, r, n)
-//   lstm: i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (xp + h U + bu);
+//   lstm: i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (xp + bx + h U + bu);
 //         c = f c_prev + i g; h = o tanh(c)                              (gate order i, f, g, o)
 // Layouts are batch-major, as Keras passes them: xp (B, T, G*H), hs (B, T, H).
+//
+// TfrnnGatherRows / TfrnnScatterRows: one-hot inputs times W without the product: W's rows
+// picked by id (ids outside the table pick zeros, as tf.one_hot encodes them), and its
+// gradient, the rows summed back into a dense (V, W) table.
+//
+// TfrnnSoftmaxXent is TensorFlow's SparseSoftmaxCrossEntropyWithLogits (loss and its gradient
+// per row) for the few classes of a character model, vectorised along the rows' classes.
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <string>
@@ -73,6 +83,7 @@ class ForwardOp : public OpKernel {
   explicit ForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string cell;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("save", &save_));
     cell_ = ParseCell(cell);
   }
 
@@ -81,65 +92,75 @@ class ForwardOp : public OpKernel {
     const Tensor& h0 = ctx->input(1);
     const Tensor& c0 = ctx->input(2);
     const Tensor& u = ctx->input(3);
-    const Tensor& bu = ctx->input(4);
+    const Tensor& bx = ctx->input(4);
+    const Tensor& bu = ctx->input(5);
     OP_REQUIRES(ctx, xp.dims() == 3, errors::InvalidArgument("xp must be (batch, time, gates*units)"));
     const int64 B = xp.dim_size(0), T = xp.dim_size(1), G = Gates(cell_);
     const int64 H = u.dim_size(0), GH = G * H, S = Saved(cell_) * H;
     OP_REQUIRES(ctx, u.dims() == 2 && u.dim_size(1) == GH && xp.dim_size(2) == GH,
                 errors::InvalidArgument("recurrent kernel and projection widths disagree"));
     OP_REQUIRES(ctx, h0.dim_size(0) == B && h0.dim_size(1) == H && c0.dim_size(0) == B &&
-                         c0.dim_size(1) == H && bu.NumElements() == GH,
+                         c0.dim_size(1) == H && bu.NumElements() == GH && bx.NumElements() == GH,
                 errors::InvalidArgument("state or bias shapes disagree"));
     Tensor *hs_t, *c_t, *ws_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, H}), &hs_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, H}), &c_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, T, S}), &ws_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, T, save_ ? S : 0}), &ws_t));
+    const bool save = save_;
     const float* x = xp.flat<float>().data();
     float* hs = hs_t->flat<float>().data();
     float* ws = ws_t->flat<float>().data();
     float* c_last = c_t->flat<float>().data();
     const CMat U(u.flat<float>().data(), H, GH);
     const Row b(bu.flat<float>().data(), GH);
+    const Row bxr(bx.flat<float>().data(), GH);
     const float* h0p = h0.flat<float>().data();
     const float* c0p = c0.flat<float>().data();
     const Cell cell = cell_;
 
     auto work = [&](int64 b0, int64 b1) {
       const int64 n = b1 - b0;
-      Mat z(n, GH);  // x_t + h_prev U + bu (pre-activations)
+      Mat z(n, GH);   // h_prev U + bu
+      Mat xb(n, GH);  // xp_t + bx
+      Mat local(save ? 0 : n, S);  // this step's gates when they are not saved
+      Mat c(n, H);  // LSTM's cell state
+      if (cell == kLstm) c = CMat(c0p + b0 * H, n, H);
       for (int64 t = 0; t < T; ++t) {
+        auto w = [&](int k) {
+          return save ? At(ws, b0, b1, t, T, S, k * H, H).array()
+                      : Strided(local.data() + k * H, n, H, Eigen::OuterStride<>(S)).array();
+        };
         CStrided hprev = t == 0 ? CStrided(h0p + b0 * H, n, H, Eigen::OuterStride<>(H))
                                 : CAt(hs, b0, b1, t - 1, T, H, 0, H);
         z.noalias() = hprev * U;
         z.array().rowwise() += b;
         Strided h = At(hs, b0, b1, t, T, H, 0, H);
-        auto xa = [&](int k) { return CAt(x, b0, b1, t, T, GH, k * H, H).array(); };
+        xb = CAt(x, b0, b1, t, T, GH, 0, GH);
+        xb.array().rowwise() += bxr;
+        auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
         auto za = [&](int k) { return z.middleCols(k * H, H).array(); };
         if (cell == kRnn) {
           h.array() = (xa(0) + za(0)).tanh();
         } else if (cell == kGru) {
-          auto w = [&](int k) { return At(ws, b0, b1, t, T, S, k * H, H).array(); };
           w(0) = Sigmoid(xa(0) + za(0));
           w(1) = Sigmoid(xa(1) + za(1));
           w(3) = za(2);
           w(2) = (xa(2) + w(1) * za(2)).tanh();
           h.array() = w(0) * hprev.array() + (1.f - w(0)) * w(2);
         } else {
-          auto w = [&](int k) { return At(ws, b0, b1, t, T, S, k * H, H).array(); };
-          CStrided cprev = t == 0 ? CStrided(c0p + b0 * H, n, H, Eigen::OuterStride<>(H))
-                                  : CAt(ws, b0, b1, t - 1, T, S, 4 * H, H);
           w(0) = Sigmoid(xa(0) + za(0));
           w(1) = Sigmoid(xa(1) + za(1));
           w(2) = (xa(2) + za(2)).tanh();
           w(3) = Sigmoid(xa(3) + za(3));
-          w(4) = w(1) * cprev.array() + w(0) * w(2);
-          w(5) = w(4).tanh();
+          c.array() = w(1) * c.array() + w(0) * w(2);
+          w(4) = c.array();
+          w(5) = c.array().tanh();
           h.array() = w(3) * w(5);
         }
       }
       Eigen::Map<Mat> last(c_last + b0 * H, n, H);
       if (cell == kLstm) {
-        last = CAt(ws, b0, b1, T - 1, T, S, 4 * H, H);
+        last = c;
       } else if (T > 0) {
         last = CAt(hs, b0, b1, T - 1, T, H, 0, H);
       } else {
@@ -155,6 +176,7 @@ class ForwardOp : public OpKernel {
 
  private:
   Cell cell_;
+  bool save_;
 };
 
 class BackwardOp : public OpKernel {
@@ -175,12 +197,13 @@ class BackwardOp : public OpKernel {
     const Tensor& u = ctx->input(6);
     const int64 B = hs_t.dim_size(0), T = hs_t.dim_size(1), H = hs_t.dim_size(2);
     const int64 G = Gates(cell_), GH = G * H, S = Saved(cell_) * H;
-    Tensor *dxp_t, *dh0_t, *dc0_t, *du_t, *dbu_t;
+    Tensor *dxp_t, *dh0_t, *dc0_t, *du_t, *dbx_t, *dbu_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, GH}), &dxp_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, H}), &dh0_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, H}), &dc0_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({H, GH}), &du_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({GH}), &dbu_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({GH}), &dbx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({GH}), &dbu_t));
     const float* dhs = dhs_t.flat<float>().data();
     const float* hs = hs_t.flat<float>().data();
     const float* ws = ws_t.flat<float>().data();
@@ -191,13 +214,20 @@ class BackwardOp : public OpKernel {
     float* dh0 = dh0_t->flat<float>().data();
     float* dc0 = dc0_t->flat<float>().data();
     Eigen::Map<Mat> dU(du_t->flat<float>().data(), H, GH);
-    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> dbu(dbu_t->flat<float>().data(), GH);
+    using RowArray = Eigen::Array<float, 1, Eigen::Dynamic>;
+    Eigen::Map<RowArray> dbx(dbx_t->flat<float>().data(), GH);
+    Eigen::Map<RowArray> dbu(dbu_t->flat<float>().data(), GH);
+    dbx.setZero();
     dU.setZero();
     dbu.setZero();
     const CMat U(u.flat<float>().data(), H, GH);
     const Cell cell = cell_;
     std::mutex mu;
-    std::map<int64, std::pair<Mat, Eigen::Array<float, 1, Eigen::Dynamic>>> parts;  // by first row
+    struct Part {
+      Mat dU;
+      RowArray dbx, dbu;
+    };
+    std::map<int64, Part> parts;  // by first row
 
     auto work = [&](int64 b0, int64 b1) {
       const int64 n = b1 - b0;
@@ -207,7 +237,7 @@ class BackwardOp : public OpKernel {
       Mat dc_next = cell == kLstm ? d_last : Mat::Zero(n, H);
       Mat dh(n, H), dc(n, H);
       Mat dhp(n, GH), dU_part = Mat::Zero(H, GH);
-      Eigen::Array<float, 1, Eigen::Dynamic> dbu_part = Eigen::Array<float, 1, Eigen::Dynamic>::Zero(GH);
+      RowArray dbx_part = RowArray::Zero(GH), dbu_part = RowArray::Zero(GH);
       for (int64 t = T - 1; t >= 0; --t) {
         CStrided hprev = t == 0 ? CStrided(h0p + b0 * H, n, H, Eigen::OuterStride<>(H))
                                 : CAt(hs, b0, b1, t - 1, T, H, 0, H);
@@ -244,18 +274,20 @@ class BackwardOp : public OpKernel {
         }
         dU_part.noalias() += hprev.transpose() * dhp;
         dbu_part += dhp.array().colwise().sum();
+        dbx_part += CAt(dxp, b0, b1, t, T, GH, 0, GH).array().colwise().sum();
       }
       Eigen::Map<Mat>(dh0 + b0 * H, n, H) = dh_next;
       Eigen::Map<Mat>(dc0 + b0 * H, n, H) = dc_next;
       std::lock_guard<std::mutex> lock(mu);
-      parts.emplace(b0, std::make_pair(std::move(dU_part), std::move(dbu_part)));
+      parts.emplace(b0, Part{std::move(dU_part), std::move(dbx_part), std::move(dbu_part)});
     };
     Shard(ctx, B, T * H * GH * 8, work);
     // Summed in the order of their rows, not of the threads finishing: the same gradient
     // every time (a resumed run repeats an uninterrupted one bit for bit).
     for (const auto& part : parts) {
-      dU += part.second.first;
-      dbu += part.second.second;
+      dU += part.second.dU;
+      dbx += part.second.dbx;
+      dbu += part.second.dbu;
     }
   }
 
@@ -263,27 +295,207 @@ class BackwardOp : public OpKernel {
   Cell cell_;
 };
 
+template <typename Label>
+class SoftmaxXentOp : public OpKernel {
+ public:
+  explicit SoftmaxXentOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& logits_t = ctx->input(0);
+    const Tensor& labels_t = ctx->input(1);
+    OP_REQUIRES(ctx, logits_t.dims() >= 1 && labels_t.dims() == logits_t.dims() - 1,
+                errors::InvalidArgument("labels must have the logits' shape without its last axis"));
+    for (int d = 0; d < labels_t.dims(); ++d) {
+      OP_REQUIRES(ctx, labels_t.dim_size(d) == logits_t.dim_size(d),
+                  errors::InvalidArgument("labels and logits disagree in axis ", d));
+    }
+    const int64 V = logits_t.dim_size(logits_t.dims() - 1), N = labels_t.NumElements();
+    const Label* labels = labels_t.flat<Label>().data();
+    for (int64 i = 0; i < N; ++i) {
+      OP_REQUIRES(ctx, labels[i] >= 0 && labels[i] < V,
+                  errors::InvalidArgument("label ", labels[i], " is not in [0, ", V, ")"));
+    }
+    Tensor *loss_t, *grad_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, labels_t.shape(), &loss_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, logits_t.shape(), &grad_t));
+    if (N == 0 || V == 0) return;
+    const float* logits = logits_t.flat<float>().data();
+    float* loss = loss_t->flat<float>().data();
+    float* grad = grad_t->flat<float>().data();
+    auto work = [&](int64 r0, int64 r1) {
+      constexpr int64 kBlock = 256;  // rows at a time, in L1
+      float shift[kBlock];
+      for (int64 b0 = r0; b0 < r1; b0 += kBlock) {
+        const int64 n = std::min(kBlock, r1 - b0);
+        const float* l = logits + b0 * V;
+        float* g = grad + b0 * V;
+        for (int64 i = 0; i < n; ++i) {  // logits less each row's largest
+          const float* li = l + i * V;
+          float m = li[0];
+          for (int64 j = 1; j < V; ++j) m = std::max(m, li[j]);
+          shift[i] = m;
+          for (int64 j = 0; j < V; ++j) g[i * V + j] = li[j] - m;
+        }
+        // one vectorised exp over the block's rows together (a row of 28 alone would not)
+        Eigen::Map<Eigen::ArrayXf> flat(g, n * V);
+        flat = flat.exp();
+        for (int64 i = 0; i < n; ++i) {
+          float* gi = g + i * V;
+          float sum = 0.f;
+          for (int64 j = 0; j < V; ++j) sum += gi[j];
+          const float inv = 1.f / sum;
+          for (int64 j = 0; j < V; ++j) gi[j] *= inv;
+          const int64 y = labels[b0 + i];
+          loss[b0 + i] = std::log(sum) - (l[i * V + y] - shift[i]);
+          gi[y] -= 1.f;
+        }
+      }
+    };
+    Shard(ctx, N, V * 20, work);
+  }
+};
+
+template <typename Index>
+class GatherRowsOp : public OpKernel {
+ public:
+  explicit GatherRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& table_t = ctx->input(0);
+    const Tensor& ids_t = ctx->input(1);
+    OP_REQUIRES(ctx, table_t.dims() == 2, errors::InvalidArgument("the table must be (rows, width)"));
+    const int64 V = table_t.dim_size(0), W = table_t.dim_size(1), N = ids_t.NumElements();
+    TensorShape shape = ids_t.shape();
+    shape.AddDim(W);
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape, &out_t));
+    const float* table = table_t.flat<float>().data();
+    const Index* ids = ids_t.flat<Index>().data();
+    float* out = out_t->flat<float>().data();
+    Shard(ctx, N, W * 2, [&](int64 r0, int64 r1) {
+      for (int64 r = r0; r < r1; ++r) {
+        const int64 id = ids[r];
+        if (id >= 0 && id < V) {
+          std::copy(table + id * W, table + (id + 1) * W, out + r * W);
+        } else {
+          std::fill(out + r * W, out + (r + 1) * W, 0.f);
+        }
+      }
+    });
+  }
+};
+
+template <typename Index>
+class ScatterRowsOp : public OpKernel {
+ public:
+  explicit ScatterRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& grad_t = ctx->input(0);
+    const Tensor& ids_t = ctx->input(1);
+    const Tensor& table_t = ctx->input(2);
+    const int64 V = table_t.dim_size(0), W = table_t.dim_size(1), N = ids_t.NumElements();
+    OP_REQUIRES(ctx, grad_t.NumElements() == N * W,
+                errors::InvalidArgument("the gradient must have the ids' shape plus the width"));
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, table_t.shape(), &out_t));
+    const float* grad = grad_t.flat<float>().data();
+    const Index* ids = ids_t.flat<Index>().data();
+    Eigen::Map<Mat> out(out_t->flat<float>().data(), V, W);
+    out.setZero();
+    std::mutex mu;
+    std::map<int64, Mat> parts;  // summed in row order: the same result every time
+    Shard(ctx, N, W * 2, [&](int64 r0, int64 r1) {
+      Mat part = Mat::Zero(V, W);
+      for (int64 r = r0; r < r1; ++r) {
+        const int64 id = ids[r];
+        if (id >= 0 && id < V) part.row(id) += CMat(grad + r * W, 1, W);
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      parts.emplace(r0, std::move(part));
+    });
+    for (const auto& part : parts) out += part.second;
+  }
+};
+
 }  // namespace
 
+REGISTER_OP("TfrnnGatherRows")
+    .Attr("Tindices: {int32, int64}")
+    .Input("table: float")
+    .Input("ids: Tindices")
+    .Output("rows: float")
+    .SetShapeFn([](InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->Concatenate(c->input(1), c->Vector(c->Dim(c->input(0), 1)), &out));
+      c->set_output(0, out);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("TfrnnScatterRows")
+    .Attr("Tindices: {int32, int64}")
+    .Input("grad: float")
+    .Input("ids: Tindices")
+    .Input("table: float")
+    .Output("d_table: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(2));
+      return absl::OkStatus();
+    });
+
+#define TFRNN_ROWS_KERNELS(Index)                                                                  \
+  REGISTER_KERNEL_BUILDER(                                                                         \
+      Name("TfrnnGatherRows").Device(DEVICE_CPU).TypeConstraint<tensorflow::Index>("Tindices"),    \
+      GatherRowsOp<tensorflow::Index>);                                                            \
+  REGISTER_KERNEL_BUILDER(                                                                         \
+      Name("TfrnnScatterRows").Device(DEVICE_CPU).TypeConstraint<tensorflow::Index>("Tindices"),   \
+      ScatterRowsOp<tensorflow::Index>);
+TFRNN_ROWS_KERNELS(int32)
+TFRNN_ROWS_KERNELS(int64)
+
+REGISTER_OP("TfrnnSoftmaxXent")
+    .Attr("Tlabels: {int32, int64}")
+    .Input("logits: float")
+    .Input("labels: Tlabels")
+    .Output("loss: float")
+    .Output("backprop: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(0));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(
+    Name("TfrnnSoftmaxXent").Device(DEVICE_CPU).TypeConstraint<tensorflow::int32>("Tlabels"),
+    SoftmaxXentOp<tensorflow::int32>);
+REGISTER_KERNEL_BUILDER(
+    Name("TfrnnSoftmaxXent").Device(DEVICE_CPU).TypeConstraint<tensorflow::int64>("Tlabels"),
+    SoftmaxXentOp<tensorflow::int64>);
+
+// save: keep what the gradient needs in `saved` (training); else `saved` is empty.
 REGISTER_OP("TfrnnRecurrence")
     .Attr("cell: {'rnn', 'gru', 'lstm'}")
+    .Attr("save: bool = true")
     .Input("xp: float")
     .Input("h0: float")
     .Input("c0: float")
     .Input("recurrent_kernel: float")
+    .Input("input_bias: float")
     .Input("recurrent_bias: float")
     .Output("hs: float")
     .Output("c_last: float")
     .Output("saved: float")
     .SetShapeFn([](InferenceContext* c) {
       std::string cell;
+      bool save;
       TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
+      TF_RETURN_IF_ERROR(c->GetAttr("save", &save));
       auto xp = c->input(0);
       auto units = c->Dim(c->input(3), 0);
       auto batch = c->Dim(xp, 0);
       auto time = c->Dim(xp, 1);
       tensorflow::shape_inference::DimensionHandle saved;
-      TF_RETURN_IF_ERROR(c->Multiply(units, Saved(ParseCell(cell)), &saved));
+      TF_RETURN_IF_ERROR(c->Multiply(units, save ? Saved(ParseCell(cell)) : 0, &saved));
       c->set_output(0, c->MakeShape({batch, time, units}));
       c->set_output(1, c->MakeShape({batch, units}));
       c->set_output(2, c->MakeShape({batch, time, saved}));
@@ -303,6 +515,7 @@ REGISTER_OP("TfrnnRecurrenceGrad")
     .Output("dh0: float")
     .Output("dc0: float")
     .Output("d_recurrent_kernel: float")
+    .Output("d_input_bias: float")
     .Output("d_recurrent_bias: float")
     .SetShapeFn([](InferenceContext* c) {
       auto hs = c->input(2);
@@ -312,6 +525,7 @@ REGISTER_OP("TfrnnRecurrenceGrad")
       c->set_output(2, c->input(5));
       c->set_output(3, u);
       c->set_output(4, c->MakeShape({c->Dim(u, 1)}));
+      c->set_output(5, c->MakeShape({c->Dim(u, 1)}));
       return absl::OkStatus();
     });
 
