@@ -10,8 +10,9 @@ in one run, each in a fresh process. It prints per model: median seconds per epo
 first epoch left out) for each, their ratio, validation perplexity after the same number
 of epochs, peak memory (RSS) of each process, and tfrnn's first epoch (building the step,
 and compiling it where XLA is on: see tfrnn.train.use_xla); then the same as JSON, with the
-CPU's model and the vector units that decide these speeds (tfrnn.cpu). ``--precision``
-sets tfrnn's Keras dtype policy (PyTorch's peer always trains in float32).
+CPU's model and the vector units that decide these speeds (tfrnn.cpu), and how tfrnn ran
+(XLA or not; its compiled recurrence or, with ``TFRNN_KERNEL=off``, Keras' loops).
+``--precision`` sets tfrnn's Keras dtype policy (PyTorch's peer always trains in float32).
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ if xla == "auto":  # as `tfrnn fit` chooses for the study's 50-epoch run of this
     xla = "on" if use_xla(dataclasses.replace(config, epochs=50)) else "off"
 corpus, splits = load_data(config, None)
 with tempfile.TemporaryDirectory() as tmp:
-    fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0, xla=xla)
+    settings = fit(config, splits, len(corpus.vocab), Path(tmp), verbose=0, xla=xla).settings
     h = read_history(Path(tmp) / "history.csv")
 s = [r["epoch_seconds"] for r in h]
 print(json.dumps({"median_epoch_s": statistics.median(s[1:] or s), "first_epoch_s": s[0],
-                  "val_ppl": h[-1]["val_perplexity"]}))
+                  "val_ppl": h[-1]["val_perplexity"], "xla": settings["xla"],
+                  "recurrence": settings["recurrence"]}))
 """
 
 # Run a PyTorch peer script as it is (argv: the script, its options); the prelude adds
@@ -175,6 +177,7 @@ def main() -> None:
                 row[f"{side}_peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
         if runs["tfrnn"]:  # includes building the step (and XLA compiling it): shown, not in the median
             row["tfrnn_first_epoch_s"] = statistics.median(r["first_epoch_s"] for r in runs["tfrnn"])
+            row["tfrnn_step"] = {key: runs["tfrnn"][0][key] for key in ("xla", "recurrence")}
         if runs["torch"]:
             row["ratio"] = row["tfrnn_epoch_s"] / row["torch_epoch_s"]
         results.append(row)
@@ -201,6 +204,10 @@ def main() -> None:
             f"{f('tfrnn_peak_rss_mib', '.0f'):>9} {f('torch_peak_rss_mib', '.0f'):>9} "
             f"{f('tfrnn_first_epoch_s', '.1f'):>9}"
         )
+    for r in results:
+        if "tfrnn_step" in r:
+            step = r["tfrnn_step"]
+            print(f"{r['model']}: tfrnn ran XLA {step['xla']}, recurrence: {step['recurrence']}")
     print(json.dumps(results))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
