@@ -126,3 +126,9 @@ def test_without_a_compiler_or_with_a_failing_build_keras_loops_train(monkeypatc
     assert list((tmp_path / "cache").rglob("*")) == [tmp_path / "cache" / "tfrnn", kernel.cache_dir()]
     model = compile_model(TrainConfig.resolve("hw4", cell="rnn", units=4, epochs=2), 28, "off")
     assert not any(getattr(layer, "fused_kernel", False) for layer in model.layers)
+
+    (tmp_path / "a-file").write_text("not a folder\n")  # a cache that cannot be written
+    monkeypatch.setattr(kernel, "_state", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    assert kernel.load() is None and kernel.status().startswith("not compiled (cannot write")
+    assert (tmp_path / "a-file").read_text() == "not a folder\n"

@@ -33,6 +33,9 @@ FLAG_SETS = (["-O3", "-march=native", "-mno-avx512fp16"], ["-O3", "-march=native
 
 _state: dict = {}
 
+#: Seconds a compile may take before tfrnn gives up on it (it takes about 30).
+COMPILE_TIMEOUT = 300
+
 #: The op splits a batch's rows across the CPU's threads; with fewer rows than this its
 #: small products lose to TensorFlow's (book preset, LSTM 2 x 512, batches of 64 on a 2-core
 #: Xeon: 1,207 ms per training step against 908 in tfrnn's LSTM loop), so smaller batches
@@ -70,14 +73,20 @@ def _build(compiler: str, target: Path) -> str | None:
     import tensorflow as tf
 
     tf_flags = [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot write {target.parent}: {exc.strerror or exc}"
     error = ""
     for flags in FLAG_SETS:
-        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
+        except OSError as exc:
+            return f"cannot write {target.parent}: {exc.strerror or exc}"
         os.close(fd)
         cmd = [compiler, *flags, "-w", "-shared", "-fPIC", str(SOURCE), "-o", tmp, *tf_flags]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
             if done.returncode == 0:
                 os.replace(tmp, target)
                 return None
