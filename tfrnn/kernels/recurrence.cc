@@ -78,13 +78,23 @@ void Shard(OpKernelContext* ctx, int64 batch, int64 cost_per_row,
   tensorflow::Shard(threads->num_threads, threads->workers, batch, cost_per_row, work);
 }
 
-class ForwardOp : public OpKernel {
+// An op of one cell kind (its "cell" attribute).
+class CellOp : public OpKernel {
  public:
-  explicit ForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit CellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string cell;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("save", &save_));
     cell_ = ParseCell(cell);
+  }
+
+ protected:
+  Cell cell_;
+};
+
+class ForwardOp : public CellOp {
+ public:
+  explicit ForwardOp(OpKernelConstruction* ctx) : CellOp(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("save", &save_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -175,17 +185,12 @@ class ForwardOp : public OpKernel {
   }
 
  private:
-  Cell cell_;
   bool save_;
 };
 
-class BackwardOp : public OpKernel {
+class BackwardOp : public CellOp {
  public:
-  explicit BackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string cell;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
-    cell_ = ParseCell(cell);
-  }
+  explicit BackwardOp(OpKernelConstruction* ctx) : CellOp(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& dhs_t = ctx->input(0);
@@ -290,9 +295,6 @@ class BackwardOp : public OpKernel {
       dbu += part.second.dbu;
     }
   }
-
- private:
-  Cell cell_;
 };
 
 template <typename Label>
