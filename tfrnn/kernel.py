@@ -5,12 +5,14 @@ per time step, forward and backward) in kernels built for AVX2 at most. The fuse
 whole sequence of SimpleRNN, GRU or LSTM steps as one op, and its gradient as another,
 compiled here with the system's C++ compiler for this machine's vector units
 (``-march=native``: AVX-512 where the CPU has it) against the installed TensorFlow's headers.
+The same library holds two smaller ops the training step uses beside it: one-hot inputs as
+rows of the input kernel (``gather_rows``) and the softmax cross-entropy (``cross_entropy``).
 
 The shared library is cached under ``$XDG_CACHE_HOME/tfrnn/kernels`` (``~/.cache``), keyed by
 the source, TensorFlow's version, the compiler and the CPU, and written under a temporary
 name then renamed, so concurrent runs never read a half-written file. Where no compiler
 works, ``load`` says why (``status``) and the layers keep Keras' own loops: everything runs,
-only slower. ``$TFRNN_KERNEL=off`` turns it off. The op is used for training and
+only slower. ``$TFRNN_KERNEL=off`` turns it off. The ops are used for training and
 evaluation only: exported SavedModels hold TensorFlow's own ops, so they load anywhere.
 """
 
