@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfrnn import kernel, recurrent
 from tfrnn.config import TrainConfig
 from tfrnn.models import build_model, recurrent_layers
-from tfrnn.train import compile_model
+from tfrnn.train import compile_model, step_settings
 
 KERAS = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 OURS = {"rnn": recurrent.SimpleRNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
@@ -105,8 +105,13 @@ def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
 
 
 def test_it_is_off_when_asked_and_reports_why(monkeypatch):
+    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4)
+    expected = "Keras' loops (batches of 64 rows, fewer than 256)"
+    assert step_settings(small, "off", 10)["recurrence"] == expected
     monkeypatch.setenv("TFRNN_KERNEL", "off")
     assert kernel.load() is None and kernel.status().startswith("off ($TFRNN_KERNEL=off)")
+    hw4 = TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2)
+    assert step_settings(hw4, "off", 10)["recurrence"] == "Keras' loops (off ($TFRNN_KERNEL=off))"
     model = compile_model(TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2), 28, "off")
     assert "TfrnnRecurrence" not in _op_types(model, training=True)
 

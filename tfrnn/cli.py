@@ -307,8 +307,9 @@ def _train_option(field: str, **kwargs):
     type=click.Choice(XLA_SETTINGS),
     default=None,
     help="Compile the training step with XLA. auto: off where tfrnn's compiled recurrence "
-    "trains the model (float32 on a CPU with a C++ compiler: built once for the CPU, ~30 s; "
-    "$TFRNN_KERNEL=off turns it off), else on a CPU for layers of at most 64 units, "
+    "trains the model (float32, batches of 256 or more, on a CPU with a C++ compiler: built "
+    "once for the CPU, ~30 s; $TFRNN_KERNEL=off turns it off), else on a CPU for layers of "
+    "at most 64 units, "
     "sequences of at most 64 steps and 20 epochs or more, where it is faster and pays back "
     "compiling (~10-20 s, once). on: XLA and Keras' loops.  "
     "[default: $TFRNN_XLA or auto]",
@@ -318,7 +319,7 @@ def _train_option(field: str, **kwargs):
     type=click.Choice(PRECISIONS),
     default=None,
     help="Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32 weights, logits "
-    "and loss; measured 1.7-2.9x slower than float32 on a CPU without AMX (README "
+    "and loss; measured 2.5-7.2x slower than float32 on a CPU without AMX (README "
     '"Training speed"): measure before using it. The SavedModel serves in float32 either '
     "way.  [default: float32]",
 )

@@ -62,8 +62,10 @@ class StreamScorer:
         # Its own model (build it outside any tf.distribute strategy): weights are copied in.
         self.model = build_model(config, vocab_size, stateful_batch=streams)
         # never exported: it may run tfrnn's compiled recurrence and cross-entropy
-        cross_entropy = kernel.cross_entropy if use_kernel(self.model, streams) else None
-        cross_entropy = cross_entropy or tf.nn.sparse_softmax_cross_entropy_with_logits
+        if use_kernel(self.model, streams):
+            cross_entropy = kernel.cross_entropy
+        else:
+            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits
 
         @tf.function(reduce_retracing=True)
         def chunk_sum(x, y, w):

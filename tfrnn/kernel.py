@@ -120,7 +120,7 @@ def load():
         return _state["module"]
     module, status = None, ""
     if (compiler := _compiler()) is None:
-        status = "no C++ compiler found (set $CXX): Keras' loops"
+        status = "no C++ compiler found (set $CXX)"
     else:
         path = library_path(compiler)
         error = None
@@ -128,7 +128,7 @@ def load():
             print("tfrnn: compiling the fused recurrence for this CPU (once; ~30 s)...", file=sys.stderr)
             error = _build(compiler, path)
         if error:
-            status = f"not compiled ({error}): Keras' loops"
+            status = f"not compiled ({error})"
         else:
             module, status = _import(path)
     _state.update(module=module, status=status)
@@ -141,15 +141,27 @@ def _import(path: Path):
     try:
         module = tf.load_op_library(str(path))
     except (tf.errors.NotFoundError, OSError) as exc:
-        return None, f"not loaded ({str(exc).splitlines()[0]}): Keras' loops"
+        return None, f"not loaded ({str(exc).splitlines()[0]})"
     _register_gradient(module)
     return module, f"fused, compiled for this CPU ({path.name})"
 
 
+def unavailable(batch_size: int) -> str | None:
+    """Why the compiled ops cannot run batches of ``batch_size`` rows here (too few rows for
+    ``MIN_BATCH``, a GPU, or ``status``), or None when they can."""
+    import tensorflow as tf
+
+    if batch_size < MIN_BATCH:
+        return f"batches of {batch_size} rows, fewer than {MIN_BATCH}"
+    if tf.config.list_logical_devices("GPU"):
+        return "a GPU: cuDNN"
+    return None if load() is not None else status()
+
+
 def status() -> str:
-    """One line: whether the fused kernel is used here, and why not if it is not."""
+    """One line: the compiled library in use, or why there is none."""
     if setting() == "off":
-        return "off ($TFRNN_KERNEL=off): Keras' loops"
+        return "off ($TFRNN_KERNEL=off)"
     load()
     return _state["status"]
 

@@ -133,10 +133,9 @@ class KernelMixin:
 
 
 def use_kernel(model: keras.Model, batch_size: int) -> bool:
-    """Switch ``model``'s recurrent layers to the compiled recurrence when it is available
-    here (compiled, a CPU without GPUs, ``$TFRNN_KERNEL`` not off) and pays for batches of
-    ``batch_size`` rows (``kernel.MIN_BATCH``); whether it was."""
-    if batch_size < kernel.MIN_BATCH or tf.config.list_logical_devices("GPU") or kernel.load() is None:
+    """Switch ``model``'s recurrent layers to the compiled recurrence when it can run
+    batches of ``batch_size`` rows here (``kernel.unavailable``); whether it was."""
+    if kernel.unavailable(batch_size):
         return False
     layers = [layer for layer in model.layers if isinstance(layer, KernelMixin)]
     for layer in layers:

@@ -168,7 +168,7 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     """Whether the training step is compiled with XLA (``setting`` defaults to ``$TFRNN_XLA``).
 
     ``auto`` means: where tfrnn's compiled recurrence cannot train the model
-    (``kernel_trains``), on a CPU, outside a ``tf.distribute`` strategy, for layers of at
+    (``kernel_unavailable``), on a CPU, outside a ``tf.distribute`` strategy, for layers of at
     most ``XLA_MAX_UNITS`` units, sequences of at most ``XLA_MAX_STEPS`` steps, and runs of
     at least ``XLA_MIN_EPOCHS`` epochs. (XLA cannot compile the compiled recurrence's op.)
     """
@@ -178,7 +178,7 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     if setting != "auto":
         return setting == "on"
     return (
-        not kernel_trains(config)
+        kernel_unavailable(config) is not None
         and config.units <= XLA_MAX_UNITS
         and config.num_steps <= XLA_MAX_STEPS
         and config.epochs >= XLA_MIN_EPOCHS
@@ -187,20 +187,15 @@ def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
     )
 
 
-def kernel_trains(config: TrainConfig) -> bool:
-    """Whether tfrnn's compiled recurrence (``tfrnn.kernel``) runs the recurrent layers of
-    ``config`` here: float32, batches of at least ``kernel.MIN_BATCH``, no GPU (cuDNN's
-    there), and the kernel compiled and on."""
-    import tensorflow as tf
-
+def kernel_unavailable(config: TrainConfig) -> str | None:
+    """Why tfrnn's compiled recurrence (``tfrnn.kernel``) cannot run the recurrent layers of
+    ``config`` here (it computes in float32 only; ``kernel.unavailable`` for the rest), or
+    None when it can."""
     from tfrnn import kernel
 
-    return (
-        config.precision == "float32"
-        and config.batch_size >= kernel.MIN_BATCH
-        and not tf.config.list_logical_devices("GPU")
-        and kernel.load() is not None
-    )
+    if config.precision != "float32":
+        return f"precision {config.precision}"
+    return kernel.unavailable(config.batch_size)
 
 
 def compile_model(
@@ -316,11 +311,12 @@ def step_settings(config: TrainConfig, xla: str | None, steps_per_epoch: int) ->
 
     threading = tf.config.threading
     jit = use_xla(config, xla)
+    why_not = "XLA" if jit else kernel_unavailable(config)
     return {
         "cpu": cpu_summary(),
         "xla": jit,
         # tfrnn's compiled recurrence, or why the layers run Keras' loops
-        "recurrence": kernel.status() if not jit and kernel_trains(config) else "Keras' loops",
+        "recurrence": kernel.status() if why_not is None else f"Keras' loops ({why_not})",
         "steps_per_execution": steps_per_execution(steps_per_epoch),
         "precision": config.precision,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),

@@ -86,9 +86,13 @@ def tfrnn_times(cell: str, units: int, layers: int, mode: str, repeats: int) -> 
     xla_setting, kernel_setting = MODES[mode]
     xla = xla_setting == "on"
     config = TrainConfig.resolve("hw4", cell=cell, units=units, layers=layers)
+    before = os.environ.get("TFRNN_KERNEL")
     os.environ["TFRNN_KERNEL"] = kernel_setting  # read when the model is compiled
     model = compile_model(config, VOCAB, xla_setting)
-    os.environ.pop("TFRNN_KERNEL")
+    if before is None:
+        os.environ.pop("TFRNN_KERNEL")
+    else:
+        os.environ["TFRNN_KERNEL"] = before
     rng = np.random.default_rng(0)
     x = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
     y = rng.integers(0, VOCAB, (BATCH, STEPS)).astype("int32")
