@@ -13,8 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOK = Path(os.environ.get("TFRNN_DATA", ROOT.parent / "shared" / "data" / "timemachine.txt")).resolve()
-os.environ["TFRNN_DATA"] = str(BOOK)
+# The book: $TFRNN_DATA when set, else the copy that ships inside tfrnn (what a user gets).
+BOOK = Path(os.environ.get("TFRNN_DATA") or ROOT / "tfrnn" / "texts" / "timemachine.txt").resolve()
+os.environ["TFRNN_DATA"] = str(BOOK)  # tests that need it unset (the embedded default) unset it
+# The compiled kernel's cache: one per test session, never the user's ~/.cache (a test of
+# quiet output or of the first compile must not pass only because a cache is warm).
+# $TFRNN_TEST_KERNEL_CACHE reuses one folder across sessions, for day-to-day runs.
+KERNEL_CACHE = os.environ.get("TFRNN_TEST_KERNEL_CACHE") or tempfile.mkdtemp(prefix="tfrnn-tests-cache-")
+os.environ["XDG_CACHE_HOME"] = KERNEL_CACHE
+if not os.environ.get("TFRNN_TEST_KERNEL_CACHE"):
+    atexit.register(shutil.rmtree, KERNEL_CACHE, True)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # XLA compiling costs 10-20 s per model: too slow for a suite of short fits. tests/test_speed.py
 # turns it on where it is the subject.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import tfrnn as tfrnn_pkg
 from tfrnn.data import BOOK_SHA1, Corpus, Vocab, book_path, clean, make_splits
 from tfrnn.errors import DataError
 
@@ -101,24 +103,25 @@ def test_short_text_is_refused(tmp_path):
         make_splits(Corpus.load(short), "hw4", num_steps=32, batch_size=8, seed=0)
 
 
-def test_download_path_verifies_sha1_and_caches(tmp_path, monkeypatch, book):
+def test_the_book_ships_inside_tfrnn_and_is_used_without_tfrnn_data(monkeypatch, book):
+    from tfrnn.data import embedded_book
+
     monkeypatch.delenv("TFRNN_DATA")
-    monkeypatch.setenv("TFRNN_CACHE_DIR", str(tmp_path / "keras"))
-    monkeypatch.setenv("TFRNN_DATA_URL", book.as_uri())
     path = book_path()
-    assert path.is_file() and path.is_relative_to(tmp_path / "keras")
+    assert path == embedded_book() and path.is_relative_to(Path(tfrnn_pkg.__file__).parent)
     assert path.read_bytes() == book.read_bytes()
+    assert Corpus.load(None).source == str(path)
 
 
-def test_corrupt_download_is_refused_and_not_kept(tmp_path, monkeypatch, book):
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(book.read_bytes().replace(b"Time", b"Tame", 1))
+def test_a_damaged_embedded_book_is_refused(tmp_path, monkeypatch):
+    from tfrnn import data
+
+    bad = tmp_path / "timemachine.txt"
+    bad.write_text("something else")
     monkeypatch.delenv("TFRNN_DATA")
-    monkeypatch.setenv("TFRNN_CACHE_DIR", str(tmp_path / "keras"))
-    monkeypatch.setenv("TFRNN_DATA_URL", bad.as_uri())
+    monkeypatch.setattr(data, "embedded_book", lambda: bad)
     with pytest.raises(DataError, match=f"checksum mismatch.*expected {BOOK_SHA1}"):
         book_path()
-    assert not list((tmp_path / "keras").rglob("timemachine.txt"))
 
 
 def test_local_copy_is_verified(tmp_path, monkeypatch, book):

@@ -34,7 +34,15 @@ def _history(run) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
+RUN_FILES = {
+    "model.keras",
+    "saved_model",
+    "vocab.json",
+    "history.csv",
+    "metrics.json",
+    "curves.png",
+    ".tfrnn-run.json",
+}
 
 
 @pytest.mark.slow

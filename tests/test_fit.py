@@ -15,7 +15,15 @@ from tests.test_errors import assert_one_line_error
 from tfrnn import kernel
 from tfrnn.cpu import cpu_summary
 
-RUN_FILES = {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
+RUN_FILES = {
+    "model.keras",
+    "saved_model",
+    "vocab.json",
+    "history.csv",
+    "metrics.json",
+    "curves.png",
+    ".tfrnn-run.json",
+}
 
 
 def read_csv(path):

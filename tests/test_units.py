@@ -66,12 +66,17 @@ def _prompts():
 
 def test_unigram_perplexity_is_the_letter_count_level(tmp_path):
     from tfrnn.compare import unigram_perplexity
+    from tfrnn.config import TrainConfig
 
     text = tmp_path / "ab.txt"
     text.write_text("ab" * 1000)  # 2,000 characters: a and b only
     n_train = int(0.9 * 2000)  # the book preset's training part: 900 a, 900 b
     # add-one smoothing over the 28 tokens: p(a) = p(b) = 901 / (1,800 + 28)
-    assert unigram_perplexity(text, "book", 10) == pytest.approx((n_train + 28) / (n_train / 2 + 1))
+    letters = TrainConfig.resolve("book", num_steps=10, vocab="letters")
+    assert unigram_perplexity(text, letters) == pytest.approx((n_train + 28) / (n_train / 2 + 1))
+    # the text's own characters: <unk>, a and b
+    chars = TrainConfig.resolve("book", num_steps=10, vocab="chars")
+    assert unigram_perplexity(text, chars) == pytest.approx((n_train + 3) / (n_train / 2 + 1))
 
 
 def test_a_short_text_is_split_two_thirds_one_third():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,12 +21,14 @@ from tfrnn.config import (
     PRESETS,
     SCHEDULES,
     TRAIN_RANGES,
+    VOCABS,
     XLA_SETTINGS,
     Range,
     TrainConfig,
     option_name,
     xla_setting,
 )
+from tfrnn.data import is_study_text
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import Interrupted, TfrnnError
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths, exclusive
@@ -71,18 +74,23 @@ class DataSource(click.ParamType):
 
 DATA = DataSource()
 DATA_HELP = (
-    "A UTF-8 text file, or a TensorFlow Datasets text dataset as tfds:NAME[/CONFIG][:SPLIT]"
+    "A text file (UTF-8, or UTF-16/32 with a byte-order mark), or a TensorFlow Datasets text "
+    "dataset as tfds:NAME[/CONFIG][:SPLIT]"
     "[#FEATURE] (its train/validation/test splits become the book preset's parts)."
 )
 
 
 def _check_data(data) -> None:
     """Read the data once, so that a bad source stops before anything is written."""
-    from tfrnn.data import Corpus
+    from tfrnn.data import book_path, read_text
 
     if is_tfds(data):  # tensorflow_datasets imports TensorFlow
         _import_tensorflow_quietly()
-    Corpus.load(data)
+        from tfrnn.tfds_source import load_texts
+
+        load_texts(data)
+    else:
+        read_text(data if data is not None else book_path())
 
 
 def ranged(allowed: Range, message: str | None = None) -> click.ParamType:
@@ -218,6 +226,24 @@ def _train_option(field: str, **kwargs):
     "as one sequence each with the state carried through; its defaults are the best model "
     "found for 15 minutes of training on 2 CPU cores.",
 )
+@click.option(
+    "--vocab",
+    type=click.Choice(VOCABS),
+    default=None,
+    help="letters: the study's 28 tokens (a-z, space, <unk>; every run of other characters "
+    "becomes one space, lower-cased). chars: every character of the training text as it is "
+    "(case, punctuation, digits, line breaks, any script); rarer ones (see --min-count, "
+    "--max-vocab) and ones never seen in training are read as <unk> and counted.  [hw4 on "
+    "the study's book: letters; book preset or any other text: chars]",
+)
+@_train_option(
+    "min_count",
+    help="chars: keep a character seen at least this many times in the training part.  [default: 2]",
+)
+@_train_option(
+    "max_vocab",
+    help="chars: at most this many tokens (<unk> and the most frequent characters).  [default: 1024]",
+)
 @_train_option("epochs", help=f"Training epochs.  [{_hw4('epochs')}]")
 @_train_option(
     "lr",
@@ -279,8 +305,8 @@ def _train_option(field: str, **kwargs):
     type=DATA,
     metavar=DATA.name,
     default=None,
-    help=f"{DATA_HELP}  [default: The Time Machine, downloaded once and checked against its "
-    "SHA-1, or $TFRNN_DATA if set]",
+    help=f"{DATA_HELP}  [default: The Time Machine, the copy that ships inside tfrnn "
+    "(no download; SHA-1 checked), or $TFRNN_DATA if set]",
 )
 @click.option(
     "--out",
@@ -356,11 +382,14 @@ def fit(
       tfrnn fit --preset book --data tfds:tiny_shakespeare   # its own train/validation/test
     """
     if init_from is not None:
-        from tfrnn.experiment import architecture_of
+        _import_tensorflow_quietly()  # tfrnn.experiment imports it
+        from tfrnn.experiment import architecture_of, check_init_from
 
         options.update(architecture_of(init_from, options))
         options["init_from"] = str(init_from)
-    config = TrainConfig.resolve(preset, **options)
+    config = TrainConfig.resolve(preset, study_text=is_study_text(data), **options)
+    if init_from is not None:
+        check_init_from(config)
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
@@ -394,10 +423,13 @@ def fit(
             xla=xla,
         )
     except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; completed epochs are kept in {paths.partial}: "
-            "run the same command with --resume to continue"
-        ) from None
+        if paths.completed_epochs():
+            raise Interrupted(
+                f"interrupted; completed epochs are kept in {paths.partial}: "
+                "run the same command with --resume to continue"
+            ) from None
+        paths.discard()
+        raise Interrupted("interrupted before the first epoch completed; nothing was kept") from None
     if m.get("worker"):
         click.echo(
             f"worker done (validation perplexity {m['final_val_perplexity']:.3f}); "
@@ -501,6 +533,9 @@ def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> No
     serving.resolve_saved_model(model)
     _import_tensorflow_quietly()
     loaded = serving.load(model)
+    note = serving.unknown_note(serving.vocab_of(loaded), list(prompts), "prompt")
+    if note:
+        click.echo(note, err=True)
     batch = [p for p in prompts for _ in range(num_samples)]
     for text in serving.generate(loaded, batch, chars, temperature, seed, top_k):
         click.echo(text)
@@ -529,10 +564,16 @@ def score(model, text_file, window, stride) -> None:
     from tfrnn.data import clean, read_text
 
     serving.resolve_saved_model(model)
-    text = clean(read_text(text_file, "text file"))
-    texts = serving.windows(text, window, stride)  # checks the options and the text's length
+    raw = read_text(text_file, "text file")
+    serving.windows(raw, window, stride)  # checks the options before TensorFlow is imported
     _import_tensorflow_quietly()
     loaded = serving.load(model)
+    vocab = serving.vocab_of(loaded)
+    note = serving.unknown_note(vocab, [raw], "text")
+    if note:
+        click.echo(note, err=True)
+    text = clean(raw) if vocab.kind == "letters" else raw  # the characters the model reads
+    texts = serving.windows(text, window, stride)
     longest = max(len(t) for t in texts)
     if longest > LONG_TEXT:  # say what it is doing, and for about how long
         seconds = serving.scoring_seconds(loaded, texts[0], longest)
@@ -544,7 +585,9 @@ def score(model, text_file, window, stride) -> None:
     result = serving.score_texts(loaded, texts)
     click.echo(
         f"{result['characters']:,} characters in {len(texts):,} text(s): cross-entropy "
-        f"{result['cross_entropy']:.4f} nats, perplexity {result['perplexity']:.3f}"
+        f"{result['cross_entropy']:.4f} nats, perplexity {result['perplexity']:.3f}, "
+        f"{result['cross_entropy'] / math.log(2):.4f} bits per character ({vocab.kind} vocabulary, "
+        f"{len(vocab)} tokens)"
     )
 
 
@@ -567,8 +610,16 @@ def score(model, text_file, window, stride) -> None:
     show_default=True,
     help="Preset whose batch and sequence length size the training step.",
 )
+@click.option(
+    "--vocab-size",
+    type=ranged(TRAIN_RANGES["max_vocab"]),
+    default=28,
+    show_default=True,
+    help="Tokens in the vocabulary (28: the study's letters; a chars vocabulary has its text's "
+    "characters and <unk>). A RUN_DIR's own is used for a run.",
+)
 @click.option("--no-speed", is_flag=True, help="Skip the generation and scoring timings.")
-def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
+def profile(run_dir, cell, units, layers, embedding, preset, vocab_size, no_speed) -> None:
     """Parameters, MACs, FLOPs (tf.profiler and analytic) and speed of a model.
 
     With RUN_DIR (a folder written by `tfrnn fit`) the figures of that run, training time
@@ -585,23 +636,24 @@ def profile(run_dir, cell, units, layers, embedding, preset, no_speed) -> None:
     training = None
     if run_dir is not None:
         training, config = read_run(run_dir)
+        vocab_size = training.get("vocabulary", {}).get("size", vocab_size)
     else:
         config = TrainConfig.resolve(preset, cell=cell, units=units, layers=layers, embedding=embedding)
-    check_fits(config)
+    check_fits(config, vocab_size)
     _import_tensorflow_quietly()
     from tfrnn import profile as prof
 
     if not (training or {}).get("profile"):
-        from tfrnn.data import VOCAB_SIZE
         from tfrnn.memory import parameter_count
 
         click.echo(
-            f"profiling {config.name} ({parameter_count(config, VOCAB_SIZE):,} parameters): builds and "
-            "counts unrolled graphs, then times generation and scoring...",
+            f"profiling {config.name} ({parameter_count(config, vocab_size):,} parameters, "
+            f"{vocab_size} tokens): builds and counts unrolled graphs, then times generation and "
+            "scoring...",
             err=True,
         )
-    figures = (training or {}).get("profile") or prof.profile_config(config).as_dict()
-    speed = None if no_speed else (training or {}).get("speed") or prof.speed_of_config(config)
+    figures = (training or {}).get("profile") or prof.profile_config(config, vocab_size).as_dict()
+    speed = None if no_speed else (training or {}).get("speed") or prof.speed_of_config(config, vocab_size)
     rows = prof.report_rows(figures, speed, training)
     click.echo(f"{config.name}  ({config.preset} preset, batch {config.batch_size} x {config.num_steps})")
     width = [max(len(r[i]) for r in rows) for i in range(2)]
@@ -652,9 +704,9 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     """
     from tfrnn import compare as cmp
 
-    grid = cmp.choose_grid(grid_spec, cells, units, layers, preset, epochs)
-    out = out if out is not None else Path("reports") / grid.name
     _check_data(data)  # a bad data source stops here, before anything is written
+    grid = cmp.choose_grid(grid_spec, cells, units, layers, preset, epochs, study_text=is_study_text(data))
+    out = out if out is not None else Path("reports") / grid.name
     cmp.check_report_folder(out)
     click.get_current_context().with_resource(exclusive(cmp.lock_file(out), f"the report {out}"))
     _import_tensorflow_quietly()
@@ -764,6 +816,13 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
 )
 @click.option(
+    "--vocab",
+    type=click.Choice(VOCABS),
+    default=None,
+    help="The vocabulary of every trial (see `tfrnn fit --help`).  [hw4 on the study's book: "
+    "letters; else chars]",
+)
+@click.option(
     "--chief",
     default=None,
     metavar="HOST:PORT",
@@ -798,6 +857,7 @@ def tune(
     out,
     seed,
     data,
+    vocab,
     chief,
     worker,
     worker_id,
@@ -827,6 +887,8 @@ def tune(
     space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)
     role = configure_distribution(chief, worker, worker_id)
     _check_data(data)  # a bad data source stops here
+    study_text = is_study_text(data)
+    tune_vocab = TrainConfig.resolve(preset, study_text=study_text, vocab=vocab).vocab
     if out is not None and role != "worker":  # the retrained model's folder, before the search
         RunPaths(out).check(overwrite=overwrite, resume=False)
     if role != "worker":  # the lock first: a project in use is not touched
@@ -834,7 +896,7 @@ def tune(
         click.get_current_context().with_resource(
             exclusive(lock, f"the tuning project {directory / project}")
         )
-        check_project(directory, project, space, preset, overwrite)
+        check_project(directory, project, space, preset, overwrite, tune_vocab)
     _import_tensorflow_quietly()
     from tuner.search import retrain_best, run_search, trial_rows, trial_table, write_results
 
@@ -853,6 +915,7 @@ def tune(
         overwrite=overwrite and role != "worker",
         strategy=strategy,
         verbose=0 if quiet else 2,
+        vocab=tune_vocab,
     )
     if role == "worker":
         click.echo("worker done: the chief collects the results")
@@ -861,7 +924,8 @@ def tune(
     if not rows:
         raise TfrnnError("the search ran no trial")
     write_results(rows, directory / project)
-    click.echo("\n" + "\n".join(trial_table(rows)))
+    click.echo(f"\nvocabulary: {tune_vocab} (validation perplexity of that vocabulary)")
+    click.echo("\n".join(trial_table(rows)))
     click.echo(f"results: {directory / project}/results.csv, results.json, val_ppl_vs_params.png")
     m = retrain_best(
         tuner,

@@ -16,7 +16,7 @@ from pathlib import Path
 from tfrnn.config import TrainConfig, read_toml, with_defaults
 from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError, Interrupted, TfrnnError
-from tfrnn.rundir import RunPaths, read_metrics
+from tfrnn.rundir import RunPaths, read_marker, read_metrics, write_marker
 from tfrnn.study import HW4_GRID
 
 _CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__ if f != "preset"}
@@ -32,14 +32,21 @@ class Grid:
 
 def _configs(models: list[dict], preset: str, shared: dict) -> tuple[TrainConfig, ...]:
     configs = []
+    study_text = shared.pop("study_text", True)
     for model in models:
         unknown = set(model) - _CONFIG_KEYS
         if unknown:
             raise ConfigError(f"unknown model setting(s) in grid: {', '.join(sorted(unknown))}")
-        configs.append(TrainConfig.resolve(preset, **{**shared, **model}))
+        configs.append(TrainConfig.resolve(preset, study_text=study_text, **{**shared, **model}))
     names = Counter(c.name for c in configs)
     if not configs:
         raise ConfigError("the grid holds no model")
+    vocabs = sorted({c.vocab for c in configs})
+    if len(vocabs) > 1:
+        raise ConfigError(
+            f"the grid mixes vocabularies ({', '.join(vocabs)}): their perplexities are not "
+            "comparable in one table; compare each vocabulary in its own grid"
+        )
     if max(names.values()) > 1:
         raise ConfigError(f"the grid names a model twice: {names.most_common(1)[0][0]}")
     return tuple(configs)
@@ -79,7 +86,7 @@ def load_grid(path: Path, **overrides) -> Grid:
                 raise ConfigError(f"{key} in {path} must list {what}, got {value!r}")
             lists[key] = value
     shared = {**spec, **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = set(shared) - _CONFIG_KEYS
+    unknown = set(shared) - _CONFIG_KEYS - {"study_text"}
     if unknown:
         raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
     if models is None:
@@ -114,9 +121,11 @@ def choose_grid(
     layers: str | None = None,
     preset: str | None = None,
     epochs: int | None = None,
+    study_text: bool = True,
 ) -> Grid:
     """The grid ``tfrnn compare`` was asked for: ``hw4`` (the default), a TOML file, or the
-    product of comma-separated ``cells``, ``units`` and ``layers`` (not both kinds)."""
+    product of comma-separated ``cells``, ``units`` and ``layers`` (not both kinds).
+    ``study_text``: whether the data is the study's book (see ``TrainConfig.resolve``)."""
     options_grid = any(v is not None for v in (cells, units, layers))
     if grid_spec is not None and options_grid:
         raise ConfigError("give either --grid or --cells/--units/--layers, not both")
@@ -131,12 +140,14 @@ def choose_grid(
             preset=preset or "hw4",
             name="grid",
             epochs=epochs,
+            study_text=study_text,
         )
     if grid_spec in (None, "hw4"):
         if preset not in (None, "hw4"):
             raise ConfigError("the hw4 grid uses the hw4 preset; use a grid file for another preset")
-        return hw4_grid(epochs=epochs)
-    return load_grid(Path(grid_spec), epochs=epochs, **({"preset": preset} if preset else {}))
+        return hw4_grid(epochs=epochs, study_text=study_text)
+    options = {"preset": preset} if preset else {}
+    return load_grid(Path(grid_spec), epochs=epochs, study_text=study_text, **options)
 
 
 def check_name(name: object, source: str) -> str:
@@ -154,13 +165,30 @@ def lock_file(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
 
 
+#: What a report folder holds (besides its marker): tfrnn writes nothing else there.
+REPORT_FILES = {"report.md", "results.csv", "results.json", "runs"}
+
+
+def _report_entry(name: str) -> bool:
+    return name in REPORT_FILES or name.endswith(".png")
+
+
 def check_report_folder(out: Path) -> None:
-    """Refuse to write a report into a folder that holds something else than a tfrnn report."""
-    if out.exists() and (
-        not out.is_dir()
-        or (any(out.iterdir()) and not ((out / "runs").is_dir() or (out / "results.json").is_file()))
-    ):
+    """Refuse to write a report into a folder that holds something else than a tfrnn report:
+    one with tfrnn's report marker, or (written before the marker) only a report's files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise TfrnnError(f"{out} exists and is not a folder: choose another --out")
+    names = [p.name for p in out.iterdir()]
+    if names and read_marker(out, "report") is None and not all(_report_entry(n) for n in names):
         raise TfrnnError(f"{out} exists and is not a tfrnn report folder: choose another --out")
+
+
+def mark_report_folder(out: Path) -> None:
+    """Create the report folder (if needed) with tfrnn's marker in it."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, sorted(REPORT_FILES), kind="report")
 
 
 def _finished(run_dir: Path, config: dict, data_sha1: str) -> dict | None:
@@ -178,7 +206,8 @@ def _cost(config: TrainConfig) -> float:
     """Rough relative training cost, for the ETA: per-step MACs plus a fixed overhead."""
     from tfrnn.profile import study_macs
 
-    per_step = study_macs(config.cell, config.units, config.layers, config.embedding or VOCAB_SIZE, steps=1)
+    inputs = config.embedding or VOCAB_SIZE  # (a chars vocabulary: its size is not known yet)
+    per_step = study_macs(config.cell, config.units, config.layers, inputs, steps=1)
     return config.epochs * (per_step + 20_000) + 100_000  # + export and generation
 
 
@@ -190,11 +219,11 @@ def run_grid(
     grid: Grid, out: Path, data: Path | None = None, verbose: int | str = 2, log=print, strategy=None
 ) -> list[dict]:
     """Train every model of ``grid`` not already finished in ``out/runs``; returns results."""
-    from tfrnn.data import Corpus
-    from tfrnn.experiment import run_identity, run_training
+    from tfrnn.experiment import load_corpus, run_identity, run_training
 
-    corpus = Corpus.load(data)
-    out.mkdir(parents=True, exist_ok=True)
+    corpora: dict[tuple, object] = {}  # one text per preset, window and vocabulary settings
+    check_report_folder(out)
+    mark_report_folder(out)
     results, started = [], time.perf_counter()
     trained_seconds = trained_cost = 0.0
     for i, config in enumerate(grid.configs, 1):
@@ -203,6 +232,10 @@ def run_grid(
         elapsed = time.perf_counter() - started
         remaining = sum(_cost(c) for c in grid.configs[i - 1 :])
         eta = f", ETA {_format_seconds(trained_seconds / trained_cost * remaining)}" if trained_cost else ""
+        key = (config.preset, config.num_steps, config.vocab, config.min_count, config.max_vocab)
+        if key not in corpora:
+            corpora[key] = load_corpus(config, data)
+        corpus = corpora[key]
         metrics = _finished(paths.final, cfg, corpus.fingerprint)
         if metrics is not None:
             log(f"[{i}/{len(grid.configs)}] {config.name}: finished earlier, kept")
@@ -246,25 +279,25 @@ def run_comparison(
     started = time.perf_counter()
     results = run_grid(grid, out, data=data, verbose=verbose, log=log, strategy=strategy)
     rows = result_rows(results)
-    first = grid.configs[0]
-    unigram = unigram_perplexity(data, first.preset, first.num_steps)
+    unigram = unigram_perplexity(data, grid.configs[0])
     return rows, write_report(out, grid.name, rows, unigram, time.perf_counter() - started)
 
 
-def unigram_perplexity(data: Path | None, preset: str, num_steps: int) -> float:
+def unigram_perplexity(data: Path | None, config: TrainConfig) -> float:
     """Perplexity of predicting validation characters from training-set frequencies alone:
     the level at which a model has learned nothing but letter counts ("stalled")."""
     import numpy as np
 
-    from tfrnn.data import Corpus, hw4_windows
+    from tfrnn.data import hw4_windows
+    from tfrnn.experiment import load_corpus
 
-    corpus = Corpus.load(data)
-    if preset == "hw4":
-        parts = hw4_windows(corpus.ids, num_steps)
+    corpus = load_corpus(config, data)
+    if config.preset == "hw4":
+        parts = hw4_windows(corpus.ids, config.num_steps)
         train, val = parts["train"][1][:, -1], parts["val"][1].ravel()
     else:
-        parts = corpus.book_parts(num_steps)
+        parts = corpus.book_parts(config.num_steps)
         train, val = parts["train"], parts["val"]
-    counts = np.bincount(train, minlength=VOCAB_SIZE) + 1.0  # add-one smoothing
+    counts = np.bincount(train, minlength=len(corpus.vocab)) + 1.0  # add-one smoothing
     logp = np.log(counts / counts.sum())
     return float(np.exp(-logp[val].mean()))

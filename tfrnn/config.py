@@ -26,6 +26,8 @@ XLA_ENV = "TFRNN_XLA"
 #: weights (the logits, loss and perplexity stay float32). Measured in README "Training
 #: speed": not faster than float32 on a CPU without AMX, so float32 is the default.
 PRECISIONS = ("float32", "mixed_bfloat16")
+#: Vocabularies (tfrnn.vocab): the study's 28 letters, or the text's own characters.
+VOCABS = ("letters", "chars")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ TRAIN_RANGES = {
     "clip": Range(0.0, rule=">= 0 (0 turns clipping off)"),
     "weight_decay": Range(0.0, rule=">= 0"),
     "time_budget": Range(0.0, low_open=True, rule="a positive number of minutes"),
+    "min_count": POSITIVE_INT,
+    "max_vocab": Range(2, integer=True, rule="an integer >= 2 (<unk> and one character)"),
 }
 
 
@@ -143,6 +147,7 @@ PRESET_DEFAULTS: dict[str, dict] = {
         num_steps=100,
         clip=1.0,
         carry_state=False,
+        vocab="chars",
     ),
 }
 
@@ -193,10 +198,19 @@ class TrainConfig:
     init_from: str | None = None
     #: Keras dtype policy of the model's layers (``PRECISIONS``)
     precision: str = "float32"
+    #: the vocabulary (``VOCABS``): the study's letters, or the training text's characters
+    vocab: str = "letters"
+    #: chars: characters seen fewer times in training are read as <unk>
+    min_count: int = 2
+    #: chars: at most this many tokens (<unk> and the most frequent characters)
+    max_vocab: int = 1024
 
     @classmethod
-    def resolve(cls, preset: str = "hw4", **options) -> TrainConfig:
+    def resolve(cls, preset: str = "hw4", study_text: bool = True, **options) -> TrainConfig:
         """Build a config from ``preset`` with ``options`` (None means the preset's value).
+
+        The vocabulary is the study's letters for the hw4 preset on the study's own text
+        (``study_text``), else the text's own characters.
 
         The hw4 learning rate depends on cell and depth as in the study; with Adam(W) it is
         3e-3. Dropout defaults to 0.5 for hw4 stacks (the study) and 0 for one layer.
@@ -211,6 +225,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
         values = {**PRESET_DEFAULTS[preset], **given, "preset": preset}
+        if "vocab" not in given and not study_text:
+            values["vocab"] = "chars"
         if "epochs" in given and "time_budget" not in given:  # asked for epochs: no clock
             values.pop("time_budget", None)
         cell = values.setdefault("cell", cls.cell)
@@ -225,7 +241,7 @@ class TrainConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        for name in ("cell", "optimizer", "preset", "schedule", "dropout_at", "precision"):
+        for name in ("cell", "optimizer", "preset", "schedule", "dropout_at", "precision", "vocab"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{option_name(name)} must be a name, got {getattr(self, name)!r}")
         for name, allowed in TRAIN_RANGES.items():
@@ -235,6 +251,8 @@ class TrainConfig:
             if not allowed.integer and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"{option_name(name)} must be a number, got {value!r}")
             allowed.check(option_name(name), value)
+            if not allowed.integer and isinstance(value, int):  # TOML's `lr = 4`: a float field
+                object.__setattr__(self, name, float(value))
         if self.cell not in CELLS:
             raise ConfigError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -247,6 +265,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown --dropout-at {self.dropout_at!r}: choose one of {', '.join(DROPOUT_PLACES)}"
             )
+        if self.vocab not in VOCABS:
+            raise ConfigError(f"unknown vocabulary {self.vocab!r}: choose one of {', '.join(VOCABS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.ema and self.preset != "book":
@@ -258,9 +278,12 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        """Default run name: ``gru-32``, ``lstm-3x32``, ``gru-32-book``."""
+        """Default run name: ``gru-32``, ``lstm-3x32``, ``gru-32-book``; a vocabulary other
+        than the preset's own is named too (``gru-32-chars``, ``lstm-2x512-book-letters``)."""
         size = f"{self.layers}x{self.units}" if self.layers > 1 else f"{self.units}"
         suffix = "" if self.preset == "hw4" else f"-{self.preset}"
+        if self.vocab != PRESET_DEFAULTS[self.preset].get("vocab", "letters"):
+            suffix += f"-{self.vocab}"
         return f"{self.cell}-{size}{suffix}"
 
     def to_dict(self) -> dict:

@@ -1,91 +1,49 @@
-"""The text, its cleaning and vocabulary, and the tf.data pipelines of the two presets.
+"""The text as token ids (a ``Corpus``) and the tf.data pipelines of the two presets.
 
-Cleaning and vocabulary follow the reference study (PROTOCOL.md): every run of characters
-outside ``A-Za-z`` becomes one space, then lower-case; tokens are characters, with the
-fixed vocabulary ``' '``=0, ``'<unk>'``=1, ``a``=2 ... ``z``=27. That is exactly the study's
-``sorted(set(chars) | {'<unk>'})`` for The Time Machine, and stays the same for any text.
+The vocabulary (the study's letters, or the text's own characters) is ``tfrnn.vocab``'s;
+it is built from the training part alone, so this module also says where each preset's
+training part ends (``train_length``).
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
 import os
-import re
-import string
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tfrnn.errors import DataError, one_line
+from tfrnn.errors import DataError
+from tfrnn.vocab import (  # noqa: F401  (re-exported: the vocabulary's names as data's)
+    CHARS,
+    LETTERS,
+    MAX_SIZE,
+    MIN_COUNT,
+    NON_LETTERS,
+    TOKENS,
+    UNK,
+    VOCAB_SIZE,
+    Vocab,
+    clean,
+    code_points,
+)
 
+#: Where d2l.ai serves the book (the embedded copy is that file, byte for byte).
 BOOK_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 BOOK_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 BOOK_FILENAME = "timemachine.txt"
-#: Environment variable naming a local copy of the book (checked against its SHA-1).
+#: Environment variable naming another copy of the book (checked against its SHA-1).
 DATA_ENV = "TFRNN_DATA"
-#: Environment variable overriding the download address (a mirror, or file:// for tests).
-URL_ENV = "TFRNN_DATA_URL"
-#: Environment variable naming the download cache folder (default: Keras', ~/.keras).
-CACHE_ENV = "TFRNN_CACHE_DIR"
-
-UNK = "<unk>"
-TOKENS: tuple[str, ...] = (" ", UNK, *string.ascii_lowercase)
-#: The vocabulary's size (28): every text, every model.
-VOCAB_SIZE = len(TOKENS)
-#: The study's cleaning rule: every run of these becomes one space, then lower-case. Python
-#: (``clean``) and the exported graph (``tfrnn.export``) use this one pattern.
-NON_LETTERS = "[^A-Za-z]+"
-_NON_LETTERS = re.compile(NON_LETTERS)
 
 # The study's split of the hw4 preset: windows 0-9,999 train, 10,000-14,999 validation.
 HW4_TRAIN_WINDOWS = 10_000
 HW4_VAL_WINDOWS = 5_000
-
-
-#: Token id of every byte value for the standard vocabulary (``<unk>`` for all but ' ', a-z).
-_ASCII_IDS = np.full(256, TOKENS.index(UNK), np.int32)
-for _i, _t in enumerate(TOKENS):
-    if len(_t) == 1:
-        _ASCII_IDS[ord(_t)] = _i
-
-
-def clean(text: str) -> str:
-    """Collapse every run of non-letters to one space and lower-case (the study's rule)."""
-    return _NON_LETTERS.sub(" ", text).lower()
-
-
-class Vocab:
-    """Character vocabulary: 28 tokens, the study's indices."""
-
-    def __init__(self, tokens: tuple[str, ...] = TOKENS) -> None:
-        self.tokens = tuple(tokens)
-        self._index = {t: i for i, t in enumerate(self.tokens)}
-        self.unk = self._index[UNK]
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, text: str) -> np.ndarray:
-        """Clean ``text`` and map it to int32 token ids."""
-        cleaned = clean(text)
-        if self.tokens == TOKENS:  # cleaned text is ' ' and a-z only: map its bytes at once
-            return _ASCII_IDS[np.frombuffer(cleaned.encode("ascii"), np.uint8)]
-        return np.array([self._index.get(c, self.unk) for c in cleaned], dtype=np.int32)
-
-    def decode(self, ids) -> str:
-        """Map token ids back to text (``<unk>`` shows as ``?``)."""
-        return "".join("?" if i == self.unk else self.tokens[i] for i in np.asarray(ids).ravel())
-
-    def to_json(self) -> str:
-        return json.dumps({"tokens": list(self.tokens), "cleaning": f"{NON_LETTERS} -> ' ', lower"})
-
-    @classmethod
-    def from_json(cls, text: str) -> Vocab:
-        return cls(tuple(json.loads(text)["tokens"]))
 
 
 def sha1_of(path: Path) -> str:
@@ -94,7 +52,7 @@ def sha1_of(path: Path) -> str:
 
 
 def local_book() -> Path | None:
-    """The local copy named by ``$TFRNN_DATA`` (not yet checksummed), or None if unset."""
+    """The copy named by ``$TFRNN_DATA`` (not yet checksummed), or None if unset."""
     local = os.environ.get(DATA_ENV)
     if not local:
         return None
@@ -104,34 +62,21 @@ def local_book() -> Path | None:
     return path
 
 
+def embedded_book() -> Path:
+    """The copy of The Time Machine that ships inside tfrnn (public domain, 178 KB)."""
+    from importlib.resources import files
+
+    return Path(str(files("tfrnn") / "texts" / BOOK_FILENAME))
+
+
 def book_path() -> Path:
-    """Path of a verified copy of The Time Machine.
-
-    Uses ``$TFRNN_DATA`` when set (offline machines, tests, CI); otherwise downloads the
-    book once from its public address into the Keras cache (``~/.keras/datasets``, or
-    ``$TFRNN_CACHE_DIR/datasets``).
-    Either way the file's SHA-1 must match the study's copy.
-    """
-    local = path = local_book()
-    if local is None:
-        import keras  # deferred: importing Keras pulls in TensorFlow
-
-        url = os.environ.get(URL_ENV, BOOK_URL)
-        cache_dir = os.environ.get(CACHE_ENV)
-        if cache_dir:  # Keras falls back to /tmp/.keras for a folder it cannot write yet
-            Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
-        try:
-            path = Path(keras.utils.get_file(BOOK_FILENAME, origin=url, cache_dir=cache_dir))
-        except Exception as exc:  # network errors come in many types
-            cause = exc.__cause__ or exc.__context__ or exc
-            raise DataError(
-                f"could not download the book from {url} ({one_line(cause)}); "
-                f"pass --data PATH or set ${DATA_ENV} to a local copy"
-            ) from None
+    """Path of a verified copy of The Time Machine: ``$TFRNN_DATA`` when set, else the copy
+    embedded in the package (no network). Either way its SHA-1 must be the study's copy's."""
+    path = local_book() or embedded_book()
+    if not path.is_file():
+        raise DataError(f"the book that ships with tfrnn is missing at {path}: reinstall tfrnn")
     digest = sha1_of(path)
     if digest != BOOK_SHA1:
-        if not local:
-            path.unlink(missing_ok=True)  # a corrupt cached download must not stick
         raise DataError(f"checksum mismatch for {path}: SHA-1 {digest}, expected {BOOK_SHA1}")
     return path
 
@@ -148,59 +93,160 @@ def read_text(path: str | os.PathLike, what: str = "data file") -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if not raw.strip():
-        raise DataError(f"{what} is empty: {path}")
-    if b"\x00" in raw:
-        raise DataError(f"{what} looks binary, not text: {path}")
+    return decode_text(raw, what, path)
+
+
+#: Byte-order marks and their encodings, the longer first (UTF-32 LE starts like UTF-16 LE).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_text(raw: bytes, what: str = "text", path: object = "") -> str:
+    """Decode a text file's bytes: UTF-8, or UTF-8/16/32 with a byte-order mark (the mark
+    itself is not part of the text); refuse empty, binary and undecodable bytes in one line."""
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    if encoding is None:
+        if not raw.strip():
+            raise DataError(f"{what} is empty: {path}")
+        if b"\x00" in raw:
+            raise DataError(
+                f"{what} looks binary, not text (UTF-16 or UTF-32 text needs a byte-order mark): {path}"
+            )
+        encoding = "utf-8"
+    label = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
     try:
-        return raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{what} is not UTF-8 text (byte {exc.start}): {path}") from None
+        raise DataError(f"{what} is not {label} text (byte {exc.start}): {path}") from None
+    if not text.strip():
+        raise DataError(f"{what} is empty: {path}")
+    if "\x00" in text:
+        raise DataError(f"{what} looks binary, not text: {path}")
+    return text
+
+
+def is_study_text(source: str | os.PathLike | None) -> bool:
+    """Whether ``source`` is the study's own text, The Time Machine (the default, its TFDS
+    builder, or a file with its SHA-1): the texts whose default vocabulary under the hw4
+    preset is the study's letters."""
+    from tfrnn.tfds_source import is_tfds
+
+    if source is None:
+        return True
+    if is_tfds(source):
+        return str(source).removeprefix("tfds:").split(":")[0] in ("time_machine", "time_machine/default")
+    path = Path(source).expanduser()
+    try:
+        return path.is_file() and path.stat().st_size < 10_000_000 and sha1_of(path) == BOOK_SHA1
+    except OSError:
+        return False
+
+
+def train_length(n: int, preset: str, num_steps: int, bounds: tuple[int, int] | None = None) -> int:
+    """How many leading tokens of an ``n``-token text the preset trains on (where its
+    vocabulary is built): the characters its training windows span (hw4), or its
+    training part (book)."""
+    if preset == "book":
+        return bounds[0] if bounds is not None else int(0.9 * n)
+    windows = n - num_steps
+    return hw4_sizes(windows)[0] + num_steps if windows >= 2 else n
+
+
+def hw4_sizes(windows: int) -> tuple[int, int]:
+    """Training and validation windows of the hw4 split of a text with ``windows`` windows:
+    the study's 10,000 and 5,000, or two thirds and one third of a shorter text."""
+    if windows >= HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS:
+        return HW4_TRAIN_WINDOWS, HW4_VAL_WINDOWS
+    n_train = max(1, (2 * windows) // 3)
+    return n_train, windows - n_train
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A cleaned text as token ids, and where it came from.
+    """A text as token ids, its vocabulary, and where it came from.
 
     ``bounds`` are where a source's own validation and test parts start in ``ids`` (a TFDS
-    dataset with those splits); None lets the preset split the text itself.
+    dataset with those splits); None lets the preset split the text itself. ``unknown``:
+    per part ("train", and "rest": everything after it), the characters read as ``<unk>``
+    (``chars``) or letters the study's cleaning turned into spaces (``letters``).
     """
 
     ids: np.ndarray
     source: str
     vocab: Vocab
     bounds: tuple[int, int] | None = None
+    unknown: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def fingerprint(self) -> str:
-        """SHA-1 of the cleaned text's token ids (and of its parts' bounds, if it has them):
-        what a run trained on, whatever the file."""
+        """SHA-1 of the text's token ids (and of its parts' bounds, if it has them; and of a
+        ``chars`` vocabulary's characters): what a run trained on, whatever the file."""
         digest = hashlib.sha1(np.ascontiguousarray(self.ids, np.int32).tobytes())
         if self.bounds is not None:
             digest.update(repr(self.bounds).encode())
+        if self.vocab.kind != LETTERS:
+            digest.update(json.dumps(self.vocab.tokens).encode())
         return digest.hexdigest()
 
+    @property
+    def unknown_total(self) -> int:
+        return sum(sum(c.values()) for c in self.unknown.values())
+
     @classmethod
-    def load(cls, source: str | os.PathLike | None = None) -> Corpus:
+    def load(
+        cls,
+        source: str | os.PathLike | None = None,
+        vocab: str | Vocab = LETTERS,
+        preset: str = "hw4",
+        num_steps: int = 32,
+        min_count: int = MIN_COUNT,
+        max_size: int = MAX_SIZE,
+    ) -> Corpus:
         """Load ``source``: a text file, a ``tfds:`` dataset (``tfrnn.tfds_source``), or the
-        verified book when None."""
+        verified book when None, as ids of ``vocab``: "letters", "chars" (built from the
+        training part of ``preset``), or a given ``Vocab`` (a run's own, to fine-tune)."""
         from tfrnn.tfds_source import is_tfds
 
-        vocab = Vocab()
-        bounds = None
         if is_tfds(source):
             from tfrnn.tfds_source import load_texts
 
-            parts = [vocab.encode(text) for text in load_texts(source).values()]
-            ids = np.concatenate(parts)
-            if len(parts) == 3:
-                bounds = (len(parts[0]), len(parts[0]) + len(parts[1]))
+            texts = list(load_texts(source).values())
         else:
             source = Path(source) if source is not None else book_path()
-            ids = vocab.encode(read_text(source))
-        if not (ids > vocab.unk).any():
-            raise DataError(f"data has no letters A-Z to learn from: {source}")
-        return cls(ids=ids, source=str(source), vocab=vocab, bounds=bounds)
+            texts = [read_text(source)]
+        kind = vocab.kind if isinstance(vocab, Vocab) else vocab
+        if kind == LETTERS:
+            given = vocab if isinstance(vocab, Vocab) else Vocab()
+            parts = [given.encode(text) for text in texts]
+            lengths = [len(p) for p in parts]
+            ids = np.concatenate(parts)
+            if not (ids > given.unk).any():
+                raise DataError(f"data has no letters A-Z to learn from: {source}")
+        else:
+            codes = [code_points(text) for text in texts]
+            lengths = [len(c) for c in codes]
+            all_codes = np.concatenate(codes)
+        bounds = None
+        if len(texts) == 3:
+            bounds = (lengths[0], lengths[0] + lengths[1])
+        end = train_length(sum(lengths), preset, num_steps, bounds)
+        if kind == LETTERS:
+            joined = "\n".join(texts)
+            unknown = {"all": given.unknown(joined)} if any(not t.isascii() for t in texts) else {}
+            return cls(ids=ids, source=str(source), vocab=given, bounds=bounds, unknown=unknown)
+        given = vocab if isinstance(vocab, Vocab) else Vocab.build(all_codes[:end], min_count, max_size)
+        ids = given.encode_codes(all_codes)
+        unknown = {}
+        for part, span in (("train", slice(0, end)), ("rest", slice(end, None))):
+            missing = all_codes[span][ids[span] == given.unk]
+            values, counts = np.unique(missing, return_counts=True)
+            unknown[part] = Counter({chr(int(v)): int(n) for v, n in zip(values, counts)})
+        return cls(ids=ids, source=str(source), vocab=given, bounds=bounds, unknown=unknown)
 
     def book_parts(self, num_steps: int) -> dict[str, np.ndarray]:
         """The book preset's train/validation/test parts: the source's own, else 90/5/5."""
@@ -304,11 +350,7 @@ def hw4_windows(ids: np.ndarray, num_steps: int) -> dict[str, tuple[np.ndarray, 
             f"text too short: {len(ids)} characters after cleaning, need at least "
             f"{num_steps + 2} for one training and one validation window of {num_steps} steps"
         )
-    if n >= HW4_TRAIN_WINDOWS + HW4_VAL_WINDOWS:
-        n_train, n_val = HW4_TRAIN_WINDOWS, HW4_VAL_WINDOWS
-    else:
-        n_train = max(1, (2 * n) // 3)
-        n_val = n - n_train
+    n_train, n_val = hw4_sizes(n)
     # only the windows used: the text they span, not the whole text
     x, y = _windows(ids[: n_train + n_val + num_steps], num_steps, stride=1)
     return {

@@ -7,7 +7,7 @@ import platform
 import statistics
 from pathlib import Path
 
-from tfrnn.config import TrainConfig
+from tfrnn.config import TrainConfig, with_defaults
 from tfrnn.data import Corpus, eval_batch_size, make_splits
 from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged, one_line
 from tfrnn.generate import study_continuations
@@ -94,6 +94,7 @@ def run_training(
 
     if strategy is not None and not is_chief(strategy):
         return _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, xla)
+    check_init_from(config)
     paths.check(overwrite=overwrite, resume=resume)
     with paths.lock():
         paths.check(overwrite=overwrite, resume=resume)  # again, now that no one else can change it
@@ -109,12 +110,19 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
             f"the interrupted run in {paths.partial} already completed {paths.completed_epochs()} "
             f"epochs: resume it with --epochs {paths.completed_epochs()} or more"
         )
-    check_fits(config)
+    check_fits(config)  # a lower bound (the letters' 28 tokens), before the data's windows exist
     corpus, splits = load_data(config, data)
+    check_fits(config, len(corpus.vocab))
     log(
-        f"data: {corpus.source} ({len(corpus.ids):,} characters after cleaning); "
+        f"data: {corpus.source} ({len(corpus.ids):,} characters"
+        + (" after cleaning" if corpus.vocab.kind == "letters" else "")
+        + f"; vocabulary {corpus.vocab.describe()}); "
         + ", ".join(f"{k} {v:,} {splits.unit}" for k, v in splits.sizes.items())
     )
+    note = unknown_line(corpus)
+    if note:
+        log(note)
+    initial = init_weights(config)  # before any folder: a run that cannot start leaves none
     resumed = paths.begin(run_identity(config, corpus), resume=resume)
     if resumed:
         log(f"resuming the interrupted run in {paths.partial}")
@@ -133,7 +141,7 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
             callbacks,
             strategy,
             xla,
-            initial_weights=init_weights(config),
+            initial_weights=initial,
         )
     except TrainingDiverged:
         paths.discard()
@@ -148,7 +156,9 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
             "characters": int(len(corpus.ids)),
             "sha1": corpus.fingerprint,
             splits.unit_key: splits.sizes,
+            "unknown_characters": {k: sum(c.values()) for k, c in corpus.unknown.items()},
         },
+        "vocabulary": corpus.vocab.as_dict(),
         "test_perplexity": None,
         "training_step": result.settings,
     }
@@ -162,6 +172,7 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
         }
     metrics = summarize(config, history, parameter_counts(model), extra)
     metrics.update(extra)  # the one-stream best validation figure replaces the per-epoch one
+    metrics.update(bits_per_character(metrics))
 
     work = paths.partial
     model.save(work / "model.keras")
@@ -178,6 +189,19 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
     plot_curves(history, work / "curves.png", f"{config.name} ({config.preset} preset)")
     paths.commit()
     return metrics
+
+
+def bits_per_character(metrics: dict) -> dict:
+    """Each perplexity of ``metrics`` as bits per character (log2): comparable across
+    vocabularies, as perplexity is not."""
+    import math
+
+    keys = ("final_val_perplexity", "best_val_perplexity", "test_perplexity")
+    return {
+        k.replace("perplexity", "bits_per_character"): round(math.log2(metrics[k]), 6)
+        for k in keys
+        if isinstance(metrics.get(k), float) and math.isfinite(metrics[k]) and metrics[k] > 0
+    }
 
 
 def run_identity(config: TrainConfig, corpus) -> dict:
@@ -237,7 +261,7 @@ def init_weights(config: TrainConfig) -> list | None:
 
 
 #: The options that define a model's weights; ``--init-from`` takes them from its run.
-ARCHITECTURE = ("cell", "units", "layers", "embedding")
+ARCHITECTURE = ("cell", "units", "layers", "embedding", "vocab")
 
 
 def architecture_of(run_dir: Path, given: dict) -> dict:
@@ -248,7 +272,7 @@ def architecture_of(run_dir: Path, given: dict) -> dict:
     metrics = read_metrics(run_dir, what="--init-from")
     if not (run_dir / "model.keras").is_file():
         raise ConfigError(f"--init-from {run_dir} has no model.keras: not a finished tfrnn run")
-    saved = {k: metrics["config"].get(k) for k in ARCHITECTURE}
+    saved = {k: with_defaults(metrics["config"]).get(k) for k in ARCHITECTURE}
     clash = [
         f"--{k} {given[k]} vs {saved[k]}"
         for k in ARCHITECTURE
@@ -262,9 +286,68 @@ def architecture_of(run_dir: Path, given: dict) -> dict:
     return saved
 
 
+def check_init_from(config: TrainConfig) -> None:
+    """Refuse, before anything is written, to start ``config`` from a run whose weights do
+    not fit its model (another architecture, or a one-hot model under an embedding preset)."""
+    if not config.init_from:
+        return
+    saved = architecture_of(Path(config.init_from), {})
+    mine = {k: getattr(config, k) for k in ARCHITECTURE}
+    if saved != mine:
+        what = ", ".join(f"{k} {saved[k]} vs {mine[k]}" for k in ARCHITECTURE if saved[k] != mine[k])
+        hint = (
+            f" (that run reads one-hot characters, as the hw4 preset's models do; the "
+            f"{config.preset} preset's embed them: fine-tune it with --preset hw4)"
+            if saved["embedding"] is None
+            else ""
+        )
+        raise ConfigError(
+            f"--init-from {config.init_from} has another architecture than this run ({what}){hint}"
+        )
+
+
+def load_corpus(config: TrainConfig, data: str | Path | None) -> Corpus:
+    """``data`` as ids of ``config``'s vocabulary: built from the text's training part, or
+    the vocabulary of the run ``--init-from`` names (its new characters read as ``<unk>``)."""
+    vocab = config.vocab
+    if config.init_from:
+        vocab = run_vocab(Path(config.init_from))
+    return Corpus.load(data, vocab, config.preset, config.num_steps, config.min_count, config.max_vocab)
+
+
+def run_vocab(run_dir: Path):
+    """The vocabulary a finished run was trained with (``vocab.json``)."""
+    from tfrnn.vocab import Vocab
+
+    try:
+        return Vocab.from_json((Path(run_dir) / "vocab.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, TfrnnError):
+        raise TfrnnError(f"{run_dir}/vocab.json cannot be read: the run folder is damaged") from None
+
+
+def unknown_line(corpus: Corpus) -> str | None:
+    """One line saying which characters the vocabulary did not keep as they are, or None."""
+    from tfrnn.vocab import shown
+
+    if not corpus.unknown_total:
+        return None
+    if corpus.vocab.kind == "letters":
+        chars = corpus.unknown["all"]
+        return (
+            f"note: {sum(chars.values()):,} letters outside a-z became spaces under the letters "
+            f"vocabulary ({shown(chars)}); --vocab chars keeps every character"
+        )
+    parts = [
+        f"{where} {sum(c.values()):,} ({shown(c, 6)})"
+        for where, c in (("training part", corpus.unknown["train"]), ("the rest", corpus.unknown["rest"]))
+        if c
+    ]
+    return f"note: characters read as <unk>: {'; '.join(parts)}"
+
+
 def load_data(config: TrainConfig, data: str | Path | None):
     """The corpus and ``config``'s pipelines, seeded first (shuffle seeds use the global seed)."""
-    corpus = Corpus.load(data)
+    corpus = load_corpus(config, data)
     if config.seed is not None:
         import keras
 
@@ -301,6 +384,7 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, 
     work = worker_dir(paths, strategy)
     check_fits(config)
     corpus, splits = load_data(config, data)
+    check_fits(config, len(corpus.vocab))
     if work.exists() and not resume:
         shutil.rmtree(work)
     result = fit(

@@ -1,19 +1,25 @@
 """SavedModel export: string in, string out, loadable with nothing but TensorFlow.
 
-The exported module carries the vocabulary (a lookup table) and the study's cleaning rule,
-and runs the recurrence cell by cell with plain TensorFlow ops. It never calls the Keras
+The exported module carries the vocabulary (a lookup table) and, for the ``letters``
+vocabulary, the study's cleaning rule; a ``chars`` model reads its input as Unicode
+characters (``tf.strings.unicode_split``), as they are. It runs the recurrence cell by cell
+with plain TensorFlow ops. It never calls the Keras
 recurrent *layers*, which on a GPU may trace ``CudnnRNN`` ops that a CPU-only machine
 cannot run (keras#18504): a model trained on a GPU loads and generates anywhere.
 
 Signatures (every input may be a scalar or a vector of strings; outputs match its shape):
 
-- ``generate(prompt, num_chars, temperature, seed)`` -> ``text`` (cleaned prompt plus
-  continuation), ``continuation``. Temperature <= 0 is greedy (arg-max), as in the study.
-  An empty prompt starts from a single space. ``num_chars`` is clamped to [0, 100,000].
+- ``generate(prompt, num_chars, temperature, seed)`` -> ``text`` (the prompt, cleaned for
+  ``letters``, plus continuation), ``continuation``. Temperature <= 0 is greedy (arg-max),
+  as in the study. ``<unk>`` is never written. An empty prompt starts from a single space
+  (a ``chars`` vocabulary without one: a line break). ``num_chars`` is clamped to [0, 100,000].
 - ``generate_top_k(prompt, num_chars, temperature, seed, top_k)`` -> the same, sampling
   only among the ``top_k`` likeliest characters (0: all of them).
 - ``score(text)`` -> per text ``cross_entropy`` (mean nats per predicted character),
   ``perplexity`` and ``characters`` (how many were predicted), from a zero state.
+
+The module also holds ``vocab_tokens`` and ``vocab_kind`` (string variables): what a
+caller needs to say which characters of its input the vocabulary does not hold.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfrnn.data import NON_LETTERS, UNK, Vocab
 from tfrnn.models import float32_copy, recurrent_layers
 from tfrnn.serving import MAX_CHARS
+from tfrnn.vocab import CHARS, NON_LETTERS, UNK, Vocab
 
 _STRING = tf.TensorSpec(None, tf.string)
 _INT = tf.TensorSpec([], tf.int32)
@@ -51,16 +57,27 @@ class TextModel(tf.Module):
             ),
             default_value=vocab.unk,
         )
-        self.tokens = tf.constant(["?" if t == UNK else t for t in vocab.tokens])
+        self.tokens = tf.constant(vocab.shown_tokens)
         self.vocab_size = len(vocab)
+        self.chars = vocab.kind == CHARS
+        self.unk = vocab.unk
+        self.start = vocab.start_token
+        self.start_text = vocab.tokens[vocab.start_token]
+        self.vocab_tokens = tf.Variable(list(vocab.tokens), trainable=False, name="vocab_tokens")
+        self.vocab_kind = tf.Variable(vocab.kind, trainable=False, name="vocab_kind")
 
     # -- building blocks -------------------------------------------------------------
     def _encode(self, text):
-        """Clean (the study's rule) and map to ids: dense ``[B, T]`` ids and lengths ``[B]``."""
-        cleaned = tf.strings.lower(tf.strings.regex_replace(text, NON_LETTERS, " "))
-        chars = tf.strings.bytes_split(cleaned)
+        """Map to ids (``letters``: cleaned first, the study's rule): the text as read, dense
+        ``[B, T]`` ids and lengths ``[B]``."""
+        if self.chars:
+            cleaned = text
+            chars = tf.strings.unicode_split(text, "UTF-8", errors="replace")
+        else:
+            cleaned = tf.strings.lower(tf.strings.regex_replace(text, NON_LETTERS, " "))
+            chars = tf.strings.bytes_split(cleaned)
         ids = tf.ragged.map_flat_values(self.table.lookup, chars)
-        return cleaned, ids.to_tensor(default_value=0), tf.cast(ids.row_lengths(), tf.int32)
+        return cleaned, ids.to_tensor(default_value=self.start), tf.cast(ids.row_lengths(), tf.int32)
 
     def _zero_states(self, batch):
         states = []
@@ -94,13 +111,15 @@ class TextModel(tf.Module):
         shape = tf.shape(prompt)
         prompt = tf.reshape(prompt, [-1])
         cleaned, ids, lengths = self._encode(prompt)
-        cleaned = tf.where(tf.equal(lengths, 0), " ", cleaned)  # empty: start from a space
-        ids = tf.pad(ids, [[0, 0], [0, 1]])  # a space (id 0) for empty prompts; masked otherwise
+        cleaned = tf.where(tf.equal(lengths, 0), self.start_text, cleaned)  # empty: from a space
+        ids = tf.pad(ids, [[0, 0], [0, 1]], constant_values=self.start)  # empty prompts; else masked
         lengths = tf.maximum(lengths, 1)
         logits, states = self._warm(ids, lengths)
         num_chars = tf.clip_by_value(num_chars, 0, MAX_CHARS)
         out = tf.TensorArray(tf.int32, size=num_chars)
+        never = tf.one_hot(self.unk, self.vocab_size, on_value=float("-inf"), off_value=0.0)
         for i in tf.range(num_chars):
+            logits = logits + never  # <unk> is no character to write
             if temperature > 0:
                 scaled = logits / temperature
                 if top_k > 0:
@@ -180,8 +199,12 @@ def export_run(run_dir: Path) -> Path:
     from tfrnn.serving import SAVED_MODEL_DIR
 
     run_dir = Path(run_dir)
+    from tfrnn.rundir import written_by_tfrnn
+
     if not (run_dir / "model.keras").is_file() or not (run_dir / "vocab.json").is_file():
         raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no model.keras and vocab.json)")
+    if written_by_tfrnn(run_dir) is None:
+        raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no {'.tfrnn-run.json'}): nothing was written")
     try:
         model = keras.saving.load_model(run_dir / "model.keras")
         vocab = Vocab.from_json((run_dir / "vocab.json").read_text())

@@ -205,12 +205,13 @@ def speed_of_config(config, vocab_size: int = VOCAB_SIZE) -> dict:
 
     import tensorflow as tf
 
-    from tfrnn.data import Vocab
     from tfrnn.export import export_saved_model
     from tfrnn.models import build_model
+    from tfrnn.vocab import Vocab
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_saved_model(build_model(config, vocab_size), Vocab(), Path(tmp) / "sm")
+        vocab = Vocab.of_size(vocab_size)
+        path = export_saved_model(build_model(config, vocab_size), vocab, Path(tmp) / "sm")
         return measure_speed(tf.saved_model.load(str(path)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,15 +36,19 @@ def result_rows(results: list[dict]) -> list[dict]:
             "dropout": c["dropout"],
             "preset": c["preset"],
             "epochs": c["epochs"],
+            "vocab": c.get("vocab", "letters"),
             "status": "failed" if "failed" in m else "ok",
             "error": m.get("failed", ""),
         }
-        study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" else {}
-        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or VOCAB_SIZE)
+        study = STUDY_MODELS.get(m["name"], {}) if c["preset"] == "hw4" and row["vocab"] == "letters" else {}
+        size = m.get("vocabulary", {}).get("size", VOCAB_SIZE)
+        row["vocab_size"] = size
+        row["macs_1024_study"] = study_macs(c["cell"], c["units"], c["layers"], c["embedding"] or size)
         if "failed" not in m:
             p = m["parameters"]
             row.update(
                 val_ppl=m["final_val_perplexity"],
+                val_bpc=math.log2(m["final_val_perplexity"]),
                 best_val_ppl=m["best_val_perplexity"],
                 best_epoch=m["best_epoch"],
                 train_ppl=m["final_train_perplexity"],
@@ -333,7 +338,9 @@ def write_report(out: Path, grid_name: str, rows: list[dict], unigram: float, wa
         f"{len(rows)} models, preset `{first['preset']}`, {first['epochs']} epochs; training time "
         f"{trained / 60:.1f} min in all (this invocation's wall time {wall_seconds / 60:.1f} min: "
         f"models finished earlier are kept); written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
-        f"on {platform.machine()} with {_cores()} cores. Perplexity is the final validation "
+        f"on {platform.machine()} with {_cores()} cores. Vocabulary: {first.get('vocab', 'letters')} "
+        f"({first.get('vocab_size', VOCAB_SIZE)} tokens; perplexities compare only within one "
+        "vocabulary, bits per character across them). Perplexity is the final validation "
         "perplexity (lower is better); rank 1 is the lowest in its table. Parameters and MACs "
         "(one 1,024-step sequence) follow the study's convention: recurrent layers only."
     )
@@ -344,16 +351,17 @@ def write_report(out: Path, grid_name: str, rows: list[dict], unigram: float, wa
             "",
             f"## {title}",
             "",
-            "| model | perplexity | best (epoch) | train ppl | rank | study rank | train time "
+            "| model | perplexity | bits/char | best (epoch) | train ppl | rank | study rank | train time "
             "| study time (50 epochs) | parameters | MACs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in members:
             if r["status"] != "ok":
-                md.append(f"| {r['model']} | failed | | | | {study.get(r['model'], '–')} | | | | |")
+                md.append(f"| {r['model']} | failed | | | | | {study.get(r['model'], '–')} | | | | |")
                 continue
             md.append(
-                f"| {r['model']} | {r['val_ppl']:.2f} | {r['best_val_ppl']:.2f} ({r['best_epoch']}) "
+                f"| {r['model']} | {r['val_ppl']:.2f} | {r['val_bpc']:.3f} "
+                f"| {r['best_val_ppl']:.2f} ({r['best_epoch']}) "
                 f"| {r['train_ppl']:.2f} | {ours[r['model']]} | {study.get(r['model'], '–')} "
                 f"| {r['training_seconds']:.0f} s "
                 f"| {_num(r['study_seconds'], '.0f')}{' s' if r['study_seconds'] else ''} "

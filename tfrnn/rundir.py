@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +34,133 @@ TRAINED_WEIGHTS = "trained.weights.h5"
 FAILED = "failed.txt"
 
 
-def is_run_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder tfrnn wrote as a finished run (or an empty folder)."""
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
+#: The marker only tfrnn writes into a run folder: the run's identity and the entries it
+#: wrote there. ``--overwrite`` replaces a folder only when it holds one, and removes only
+#: the entries it lists.
+MARKER = ".tfrnn-run.json"
+#: What a run folder written before the marker existed may hold (nothing else).
+LEGACY_RUN_FILES = frozenset(
+    {"model.keras", "saved_model", "vocab.json", "history.csv", "metrics.json", "curves.png"}
+)
+
+
+def read_marker(path: Path, kind: str = "run") -> dict | None:
+    """The tfrnn marker of ``kind`` in folder ``path`` (``MARKER`` for runs), or None."""
+    marker = path / (MARKER if kind == "run" else f".tfrnn-{kind}.json")
     try:
-        read_metrics(path)
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not (isinstance(data, dict) and data.get("tfrnn") == kind and isinstance(data.get("files"), list)):
+        return None
+    return data
+
+
+def write_marker(path: Path, files: list[str], kind: str = "run", **identity) -> None:
+    """Record in ``path`` that tfrnn wrote these entries of it (atomically: a temporary
+    file renamed into place)."""
+    name = MARKER if kind == "run" else f".tfrnn-{kind}.json"
+    previous = read_marker(path, kind) or {}
+    data = {
+        "tfrnn": kind,
+        "id": previous.get("id") or uuid.uuid4().hex,
+        **identity,
+        "files": sorted(set(files) - {name}),
+    }
+    tmp = path / f"{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path / name)
+
+
+def add_to_marker(path: Path, *names: str, kind: str = "run") -> None:
+    """Add entries tfrnn has just written into ``path`` to its marker."""
+    marker = read_marker(path, kind)
+    if marker is not None:
+        identity = {k: v for k, v in marker.items() if k not in ("tfrnn", "files")}
+        write_marker(path, [*marker["files"], *names], kind, **identity)
+
+
+def _legacy_run(path: Path) -> bool:
+    """A run folder an earlier tfrnn wrote (no marker): only its known files, and a
+    metrics.json that tfrnn's reader accepts, with tfrnn's own fields."""
+    names = {p.name for p in path.iterdir()}
+    if not names <= LEGACY_RUN_FILES or "metrics.json" not in names or "vocab.json" not in names:
+        return False
+    try:
+        metrics = read_metrics(path)
     except (TfrnnError, OSError):
         return False
-    return (path / "vocab.json").is_file()
+    return {"cell", "preset"} <= set(metrics["config"]) and "training_seconds" in metrics
+
+
+def written_by_tfrnn(path: Path) -> set[str] | None:
+    """The entries of folder ``path`` that tfrnn wrote as a run, or None if it is no run."""
+    if not path.is_dir():
+        return None
+    marker = read_marker(path)
+    if marker is not None:
+        return {*marker["files"], MARKER}
+    return set(LEGACY_RUN_FILES) if _legacy_run(path) else None
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder tfrnn wrote as a run (its marker, or a run of an earlier
+    tfrnn), or an empty folder."""
+    if not path.is_dir():
+        return False
+    return not any(path.iterdir()) or written_by_tfrnn(path) is not None
+
+
+def foreign_entries(path: Path, ours: set[str]) -> list[str]:
+    """Entries of ``path`` not among ``ours``, as a user would list them (folders with /)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p.name not in ours)
+
+
+def refuse_foreign(path: Path, ours: set[str], what: str = "run folder") -> None:
+    """Refuse, in one line naming them, to replace a ``what`` holding entries tfrnn did not write."""
+    foreign = foreign_entries(path, ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise TfrnnError(
+            f"{path} holds files tfrnn did not write ({shown}): --overwrite replaces only what "
+            f"tfrnn wrote, so nothing was changed; move them out of the {what} first"
+        )
+
+
+def unique_sibling(path: Path, label: str) -> Path:
+    """A name beside ``path`` that nothing has: ``.NAME.LABEL-<random>``."""
+    while True:
+        candidate = path.parent / f".{path.name}.{label}-{uuid.uuid4().hex[:12]}"
+        if not candidate.exists():
+            return candidate
+
+
+def remove_written(path: Path, ours: set[str]) -> None:
+    """Remove from ``path`` only the entries in ``ours``, then the folder if nothing is left."""
+    for name in ours:
+        entry = path / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 _HELD: set[Path] = set()  # the locks this process holds
+
+
+def _lock_like(path: Path) -> bool:
+    """Whether ``path`` is a lock file as tfrnn leaves one: a regular file, empty or a pid."""
+    try:
+        return (
+            path.is_file()
+            and path.stat().st_size <= 32
+            and path.read_text().strip().isdigit()
+            or (path.stat().st_size == 0)
+        )
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @contextlib.contextmanager
@@ -58,9 +172,14 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
     if key in _HELD:
         yield
         return
+    if lock_file.is_symlink() or (lock_file.exists() and not _lock_like(lock_file)):
+        raise TfrnnError(
+            f"{lock_file} exists and is not a tfrnn lock: tfrnn does not touch files it did not "
+            "write; move it away first"
+        )
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         raise TfrnnError(f"cannot write in {lock_file.parent}: {exc.strerror or exc}") from None
     try:
@@ -116,7 +235,14 @@ class RunPaths:
                 "it wrote; choose another --out"
             )
         if self.final.exists() and not overwrite:
+            if resume and not self.partial.exists():
+                raise TfrnnError(
+                    f"{self.final} is a finished run: there is nothing to resume (pass --overwrite "
+                    "to train it again)"
+                )
             raise TfrnnError(f"{self.final} already exists: pass --overwrite to replace it")
+        if self.final.is_dir() and overwrite:
+            refuse_foreign(self.final, written_by_tfrnn(self.final) or set())
         if held_elsewhere:
             with self.lock():  # only to see whether another process holds the run now
                 pass
@@ -143,15 +269,20 @@ class RunPaths:
         return len(read_history(history)) if history.is_file() else 0
 
     def differences(self, config: dict) -> list[str] | None:
-        """How ``config`` differs from the interrupted run's (epochs may change on resume);
+        """How ``config`` differs from the interrupted run's (epochs may change on resume,
+        unless the cosine schedule spreads over them);
         None when there is no interrupted run to compare with."""
         if not (self.partial.exists() and self.config_file.is_file()):
             return None
         saved = with_defaults(json.loads(self.config_file.read_text()))
+        # a constant or plateau schedule does not depend on the epoch count: a resumed run
+        # with more (or fewer) epochs is the run a fresh command with that count trains
+        epochs_matter = config.get("schedule") == "cosine" and not config.get("time_budget")
         return [
             f"{k} {saved.get(k)!r} vs {config[k]!r}"
+            + (" (the cosine schedule is spread over --epochs)" if k == "epochs" else "")
             for k in sorted(config)
-            if k != "epochs" and saved.get(k) != config[k]
+            if (k != "epochs" or epochs_matter) and saved.get(k) != config[k]
         ]
 
     def begin(self, config: dict, resume: bool) -> bool:
@@ -165,31 +296,51 @@ class RunPaths:
             (self.partial / FAILED).unlink(missing_ok=True)
             return True
         if self.partial.exists():
-            if any(self.partial.iterdir()) and not (
-                self.config_file.is_file() or (self.partial / "history.csv").is_file()
-            ):
+            if not self.is_partial(self.partial):
                 raise TfrnnError(f"{self.partial} holds files tfrnn did not write: move them away first")
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
+        write_marker(self.partial, [], kind="partial")
         self.config_file.write_text(json.dumps(config, indent=2))
         return False
 
+    @staticmethod
+    def is_partial(folder: Path) -> bool:
+        """Whether ``folder`` is a partial run tfrnn made (its marker, or an earlier tfrnn's
+        config.json or history.csv in it)."""
+        return read_marker(folder, "partial") is not None or (
+            (folder / "config.json").is_file() or (folder / "history.csv").is_file()
+        )
+
     def discard(self) -> None:
         """Remove the partial folder (a run that cannot be continued)."""
-        shutil.rmtree(self.partial, ignore_errors=True)
+        if self.partial.is_dir() and self.is_partial(self.partial):
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def commit(self) -> Path:
-        """Move the finished partial folder into place, replacing an older run atomically."""
+        """Move the finished partial folder into place, replacing an older run: only what
+        tfrnn wrote of it is removed (the check refused folders holding anything else; a
+        file added since is moved into the new run)."""
         shutil.rmtree(self.partial / BACKUP_DIR, ignore_errors=True)
         for name in (BEST_WEIGHTS, TRAINED_WEIGHTS, FAILED):
             (self.partial / name).unlink(missing_ok=True)
         self.config_file.unlink(missing_ok=True)
-        old = self.final.parent / f".{self.final.name}.old"
+        (self.partial / ".tfrnn-partial.json").unlink(missing_ok=True)
+        write_marker(self.partial, [p.name for p in self.partial.iterdir()], name=self.final.name)
+        old = None
         if self.final.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            ours = written_by_tfrnn(self.final) or set()
+            old = unique_sibling(self.final, "replaced")
             self.final.rename(old)
         self.partial.rename(self.final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            remove_written(old, ours)
+            if old.exists():  # something appeared after the check: keep it, in the new run
+                for entry in old.iterdir():
+                    if not (self.final / entry.name).exists():
+                        entry.rename(self.final / entry.name)
+                with contextlib.suppress(OSError):
+                    old.rmdir()
         return self.final
 
 

@@ -50,6 +50,35 @@ def load(path: str | Path):
     return loaded
 
 
+def vocab_of(loaded):
+    """The vocabulary a loaded SavedModel carries (one exported before it carried one: the
+    study's letters)."""
+    from tfrnn.vocab import Vocab
+
+    if not hasattr(loaded, "vocab_tokens"):
+        return Vocab()
+    tokens = tuple(t.decode("utf-8") for t in loaded.vocab_tokens.numpy())
+    return Vocab(tokens, loaded.vocab_kind.numpy().decode())
+
+
+def unknown_note(vocab, texts: list[str], what: str) -> str | None:
+    """One line saying how many characters of ``texts`` the vocabulary does not hold, and
+    which (the model still reads them: as ``<unk>``, or as spaces under ``letters``)."""
+    from collections import Counter
+
+    from tfrnn.vocab import shown
+
+    chars = Counter()
+    for text in texts:
+        chars.update(vocab.unknown(text))
+    if not chars:
+        return None
+    how = "read as spaces (letters vocabulary)" if vocab.kind == "letters" else "read as <unk>"
+    count = sum(chars.values())
+    what = f"{count:,} character(s) of the {what}"
+    return f"note: {what} are not in the model's vocabulary, {how}: {shown(chars)}"
+
+
 def generate(
     loaded, prompts: list[str], num_chars: int = 20, temperature: float = 0.0, seed: int = 0, top_k: int = 0
 ) -> list[str]:

@@ -123,11 +123,28 @@ def _split_names(builder) -> list[str]:
     return readable
 
 
-def _read(tfds, builder, split: str, feature: str) -> str:
-    ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(lambda example: example[feature]).batch(4096)
-    chunks = [t.decode("utf-8", errors="replace") for batch in tfds.as_numpy(ds) for t in batch]
-    return "\n".join(chunks)
+def _read(tfds, builder, split: str, feature: str, source: str = "") -> str:
+    """The examples of ``split`` joined with newlines; a one-line error when the split (a
+    slice such as ``train[:10%]`` of a one-example split) selects nothing."""
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        ds = ds.map(lambda example: example[feature]).batch(4096)
+        chunks = [t.decode("utf-8", errors="replace") for batch in tfds.as_numpy(ds) for t in batch]
+    except Exception as exc:  # TFDS raises AssertionError/ValueError for empty or bad slices
+        if "no data" not in str(exc):
+            raise DataError(
+                f"cannot read split {split!r} of {source or builder.name}: {_reason(exc)}"
+            ) from None
+        chunks = []
+    text = "\n".join(chunks)
+    if not text.strip():
+        counts = {name: info.num_examples for name, info in builder.info.splits.items()}
+        raise DataError(
+            f"split {split!r} of {source or builder.name} holds no text (examples per split: "
+            f"{', '.join(f'{k} {v}' for k, v in counts.items()) or 'unknown'}); TFDS slices whole "
+            "examples, so a percentage of a one-example split is empty: name the whole split"
+        )
+    return text
 
 
 @functools.lru_cache(maxsize=4)
@@ -167,11 +184,11 @@ def load_texts(source: str) -> dict[str, str]:
         base = re.split(r"[\[+]", src.split, maxsplit=1)[0]
         if base not in splits:
             raise DataError(f"{src} has no split {base!r} (its splits: {', '.join(splits)})")
-        return {"text": _read(tfds, builder, src.split, feature)}
+        return {"text": _read(tfds, builder, src.split, feature, str(src))}
     if all(name in splits for name in PARTS):
-        return {name: _read(tfds, builder, name, feature) for name in PARTS}
+        return {name: _read(tfds, builder, name, feature, str(src)) for name in PARTS}
     if "train" in splits or len(splits) == 1:
-        return {"text": _read(tfds, builder, "train" if "train" in splits else splits[0], feature)}
+        return {"text": _read(tfds, builder, "train" if "train" in splits else splits[0], feature, str(src))}
     raise DataError(
         f"{src} has several splits ({', '.join(splits)}): name one, e.g. {PREFIX}{src.name}:{splits[0]}"
     )

@@ -63,6 +63,12 @@ class StopOnNaN(keras.callbacks.Callback):
     per-batch Python callback slows Keras' asynchronous training loop.
     """
 
+    def __init__(self, clip: float | None = None) -> None:
+        super().__init__()
+        self.advice = (
+            "a lower --lr or a smaller --clip" if clip else "a lower --lr or --clip 1 (clipping is off)"
+        )
+
     def on_epoch_end(self, epoch, logs=None):
         for key in ("loss", "perplexity", "val_loss", "val_perplexity"):
             value = (logs or {}).get(key)
@@ -70,7 +76,7 @@ class StopOnNaN(keras.callbacks.Callback):
                 where = "validation" if key.startswith("val_") else "training"
                 raise TrainingDiverged(
                     f"{where} {key.removeprefix('val_')} became {float(value)} in epoch {epoch + 1}: "
-                    "training stopped; try a lower --lr or a smaller --clip"
+                    f"training stopped; try {self.advice}"
                 )
 
 
@@ -486,7 +492,7 @@ def epoch_callbacks(
         callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, so_far))
     if config.carry_state:
         callbacks.append(ResetStates())
-    callbacks += [StopOnNaN(), EpochTimer()]
+    callbacks += [StopOnNaN(config.clip), EpochTimer()]
     if config.time_budget:
         callbacks.append(TimeBudget(config.time_budget, sum(r["epoch_seconds"] for r in done)))
     if config.patience:

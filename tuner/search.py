@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tfrnn.config import POSITIVE_INT, env_seconds
 from tfrnn.errors import ConfigError, TfrnnError
+from tfrnn.rundir import refuse_foreign
 from tuner.space import SearchSpace
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -128,9 +129,12 @@ def run_search(
     strategy=None,
     verbose: int | str = 2,
     on_trial_end=None,
+    vocab: str | None = None,
+    study_text: bool = True,
 ):
     """Run (or resume) a search of ``space`` in ``directory/project``: the data, the
-    hypermodel, the tuner of ``kind`` and its search. Returns the tuner.
+    hypermodel, the tuner of ``kind`` and its search. Returns the tuner; its ``tfrnn_vocab``
+    names the one vocabulary every trial uses (``vocab``, else the preset's for the text).
 
     ``on_trial_end(trial)``, if given, is called after Keras Tuner has recorded each trial.
     """
@@ -139,14 +143,23 @@ def run_search(
     from tuner.hypermodel import CharLMHyperModel
 
     # the validation batches are sized for the widest model of the search
+    widest = max([*space.unit_choices, *space.embeddings])
     base = TrainConfig.resolve(
-        preset, epochs=epochs, seed=seed, units=max([*space.unit_choices, *space.embeddings])
+        preset, study_text=study_text, epochs=epochs, seed=seed, units=widest, vocab=vocab
     )
     corpus, splits = load_data(base, data)
     hypermodel = CharLMHyperModel(
-        space, preset, splits, len(corpus.vocab), epochs=epochs, seed=seed, time_budget=time_budget
+        space,
+        preset,
+        splits,
+        len(corpus.vocab),
+        epochs=epochs,
+        seed=seed,
+        time_budget=time_budget,
+        vocab=base.vocab,
     )
     tuner = make_tuner(kind, hypermodel, directory, project, max_trials, epochs, overwrite, seed, strategy)
+    tuner.tfrnn_vocab = base.vocab
     if on_trial_end is not None:
         recorded = tuner.on_trial_end
 
@@ -171,7 +184,8 @@ def retrain_best(
     best = tuner.oracle.get_best_trials(1)
     if not best:
         raise TfrnnError("no trial completed: nothing to retrain")
-    config = config_from_values(best[0].hyperparameters.values, preset, epochs=epochs, seed=seed)
+    vocab = getattr(tuner, "tfrnn_vocab", None)
+    config = config_from_values(best[0].hyperparameters.values, preset, epochs=epochs, seed=seed, vocab=vocab)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / f"tuned-{config.name}")
     log(f"retraining the best configuration ({config.name}, lr {config.lr:.4g}) into {paths.final}")
     return run_training(config, paths, log=log, profile=False, **run_options) | {"run_dir": paths.final}
@@ -193,8 +207,23 @@ def trial_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def check_project(directory: Path, project: str, space: SearchSpace, preset: str, overwrite: bool) -> None:
-    """Refuse to resume a project made by a different search space or preset."""
+#: What a tuning project holds: Keras Tuner's oracle, tuner state and trials, tfrnn's results.
+_TUNING_FILES = {SPACE_FILE, "oracle.json", "results.csv", "results.json", "val_ppl_vs_params.png"}
+
+
+def _written_by_tuning(name: str) -> bool:
+    """Whether an entry of a tuning project is one Keras Tuner or tfrnn writes there."""
+    return (
+        name in _TUNING_FILES
+        or name.startswith("trial_")
+        or (name.startswith("tuner") and name.endswith(".json"))
+    )
+
+
+def check_project(
+    directory: Path, project: str, space: SearchSpace, preset: str, overwrite: bool, vocab: str = "letters"
+) -> None:
+    """Refuse to resume a project made by a different search space, preset or vocabulary."""
     marker = directory / project / SPACE_FILE
     folder = directory / project
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not marker.is_file())):
@@ -202,10 +231,15 @@ def check_project(directory: Path, project: str, space: SearchSpace, preset: str
             f"{folder} exists and is not a tfrnn tuning project: tfrnn resumes or replaces only "
             "projects it made; use another --project or --directory"
         )
-    current = json.dumps({"space": json.loads(space.to_json()), "preset": preset}, sort_keys=True)
+    if overwrite and folder.is_dir():  # Keras Tuner's overwrite removes the folder whole
+        refuse_foreign(folder, {p.name for p in folder.iterdir() if _written_by_tuning(p.name)}, "project")
+    made = {"space": json.loads(space.to_json()), "preset": preset}
+    if vocab != "letters":  # (projects made before the vocabulary was an option: letters)
+        made["vocab"] = vocab
+    current = json.dumps(made, sort_keys=True)
     if marker.is_file() and not overwrite and marker.read_text() != current:
         raise ConfigError(
-            f"{directory / project} was made by a different search space or preset: "
+            f"{directory / project} was made by a different search space, preset or vocabulary: "
             "use another --project, or --overwrite to start over"
         )
     marker.parent.mkdir(parents=True, exist_ok=True)
