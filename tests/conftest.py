@@ -104,3 +104,10 @@ def keras_continuation(model, prompt: str, num_chars: int = 20) -> str:
         out.append(int(np.argmax(last_logits(tf.constant([ids], tf.int32)))))
         ids.append(out[-1])
     return vocab.decode(out)
+
+
+def pytest_configure(config):
+    """The fast tier (-m "not slow") compiles nothing: there the compiled recurrence is off
+    unless $TFRNN_KERNEL says otherwise (its tests, which compile it, are all slow)."""
+    if "not slow" in (config.option.markexpr or ""):
+        os.environ.setdefault("TFRNN_KERNEL", "off")

@@ -26,6 +26,7 @@ def compiled():
 
 
 # training: the op keeps the gates for the gradient; otherwise a gradient runs it again
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -57,6 +58,7 @@ def test_compiled_recurrence_equals_keras_outputs_states_and_gradients(compiled,
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_compiled_rows_and_cross_entropy_equal_tensorflow_s(compiled):
     ids = tf.constant([[0, 3, 5], [2, 7, -1]])  # 7 and -1 lie outside the table: zero rows
     table = tf.random.stateless_normal((6, 4), seed=(5, 0))
@@ -91,6 +93,7 @@ def _op_types(model: keras.Model, training: bool) -> set[str]:
     return types
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
     config = TrainConfig.resolve("hw4", cell="lstm", units=8, layers=2, epochs=2)
     trained = compile_model(config, 28, "off")
@@ -128,7 +131,8 @@ def test_without_a_compiler_or_with_a_failing_build_keras_loops_train(monkeypatc
     monkeypatch.setattr(kernel, "SOURCE", broken)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert kernel.load() is None and kernel.status().startswith("not compiled (false failed")
-    assert list((tmp_path / "cache").rglob("*")) == [tmp_path / "cache" / "tfrnn", kernel.cache_dir()]
+    made = {p.suffix for p in kernel.cache_dir().iterdir()}
+    assert made == {".lock", ".json", ".log"}  # the lock, the failure's record and its log: no library
     model = compile_model(TrainConfig.resolve("hw4", cell="rnn", units=4, epochs=2), 28, "off")
     assert not any(getattr(layer, "fused_kernel", False) for layer in model.layers)
 

@@ -37,19 +37,20 @@ from tuner.search import TUNERS
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow without its C++ start-up chatter, unless the user set a log level.
+    """Import TensorFlow without its C++ start-up chatter, unless the user asked for it
+    ($TF_CPP_MIN_LOG_LEVEL 0 or 1).
 
     The CUDA-stub lines are written to file descriptor 2 before TensorFlow's own logging
     is set up, so they are only hidden by pointing that descriptor away during the import.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1"):  # the user asked for them
         import tensorflow  # noqa: F401
 
         return
     # 3, not 2: at 2 every CPU run printed two "E0000" lines that are not errors (cuInit
     # finding no GPU, oneDNN's int32 fallback). A real TensorFlow failure still reaches the
     # user: it is raised in Python with its message, which tfrnn prints in one line.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -59,6 +60,16 @@ def _import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _kernel_setting(quiet: bool) -> None:
+    """Check $TFRNN_KERNEL (one line if it is not auto, on or off); -q silences the first build."""
+    from tfrnn import kernel
+
+    kernel.set_quiet(quiet)
+    if kernel.setting() == "on":  # fail loudly now, before anything is written
+        _import_tensorflow_quietly()
+        kernel.unavailable(kernel.MIN_BATCH)
 
 
 class DataSource(click.ParamType):
@@ -391,6 +402,7 @@ def fit(
     if init_from is not None:
         check_init_from(config)
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
+    _kernel_setting(quiet)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
@@ -705,6 +717,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
     from tfrnn import compare as cmp
 
     _check_data(data)  # a bad data source stops here, before anything is written
+    _kernel_setting(quiet)
     grid = cmp.choose_grid(grid_spec, cells, units, layers, preset, epochs, study_text=is_study_text(data))
     out = out if out is not None else Path("reports") / grid.name
     cmp.check_report_folder(out)
@@ -887,6 +900,7 @@ def tune(
     space = space_from_options(cells, layers, units, dropout, optimizers, embeddings, space_file)
     role = configure_distribution(chief, worker, worker_id)
     _check_data(data)  # a bad data source stops here
+    _kernel_setting(quiet)
     study_text = is_study_text(data)
     tune_vocab = TrainConfig.resolve(preset, study_text=study_text, vocab=vocab).vocab
     if out is not None and role != "worker":  # the retrained model's folder, before the search
@@ -942,6 +956,67 @@ def tune(
     click.echo(
         f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {m['run_dir']}"
     )
+
+
+@cli.group()
+def kernel() -> None:
+    """The compiled CPU recurrence: build it ahead of time, or see its state."""
+
+
+@kernel.command("build")
+def kernel_build() -> None:
+    """Build and self-check the compiled recurrence for this CPU now (e.g. in a container
+    image); exits non-zero, with the reason, when it cannot be used."""
+    from tfrnn import kernel as k
+
+    if k.setting() == "off":
+        raise TfrnnError("$TFRNN_KERNEL=off: nothing to build")
+    _import_tensorflow_quietly()
+    if k.load() is None:
+        raise TfrnnError(f"the compiled recurrence cannot be used: {k.status()}")
+    click.echo(f"ready: {k.status()}")
+
+
+@kernel.command("status")
+def kernel_status() -> None:
+    """Where the compiled recurrence is, its key, its state and why it is (not) used."""
+    _import_tensorflow_quietly()
+    from tfrnn import kernel as k
+
+    for key, value in k.describe().items():
+        click.echo(f"{key + ':':<18} {value}")
+
+
+@cli.command()
+def info() -> None:
+    """What a bug report needs: versions, CPU, GPU, the compiled recurrence, the data."""
+    _import_tensorflow_quietly()
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from tfrnn import kernel as k
+    from tfrnn.cpu import cpu_summary
+    from tfrnn.data import DATA_ENV, book_path
+
+    gpus = tf.config.list_physical_devices("GPU")
+    built = tf.sysconfig.get_build_info()
+    lines = {
+        "tfrnn": __import__("tfrnn").__version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu": cpu_summary(),
+        "gpu": ", ".join(g.name for g in gpus) or "none",
+        "cuda/cudnn": f"{built.get('cuda_version', '-')} / {built.get('cudnn_version', '-')}",
+        "kernel": k.status(),
+        "kernel cache": str(k.cache_dir()),
+        "default data": f"{book_path()}" + (f" (${DATA_ENV})" if os.environ.get(DATA_ENV) else " (embedded)"),
+    }
+    for key, value in lines.items():
+        click.echo(f"{key + ':':<14} {value}")
 
 
 def main() -> None:

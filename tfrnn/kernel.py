@@ -8,35 +8,70 @@ compiled here with the system's C++ compiler for this machine's vector units
 The same library holds two smaller ops the training step uses beside it: one-hot inputs as
 rows of the input kernel (``gather_rows``) and the softmax cross-entropy (``cross_entropy``).
 
-The shared library is cached under ``$XDG_CACHE_HOME/tfrnn/kernels`` (``~/.cache``), keyed by
-the source, TensorFlow's version, the compiler and the CPU, and written under a temporary
-name then renamed, so concurrent runs never read a half-written file. Where no compiler
-works, ``load`` says why (``status``) and the layers keep Keras' own loops: everything runs,
-only slower. ``$TFRNN_KERNEL=off`` turns it off. The ops are used for training and
-evaluation only: exported SavedModels hold TensorFlow's own ops, so they load anywhere.
+Safe on any machine it meets:
+
+- The library is cached under ``$XDG_CACHE_HOME/tfrnn/kernels`` (``~/.cache``) under a key of
+  everything that changes its machine code: the source, TensorFlow's version and its compile
+  and link flags, the compiler's path and ``--version``, the flags, the platform and the CPU's
+  model and full feature set (``/proc/cpuinfo`` on Linux, x86 and Arm; ``sysctl`` on macOS).
+  Where the CPU cannot be identified it is built without ``-march=native``, so a cache that
+  travels to another machine never loads code for instructions that machine lacks.
+- One process builds, under a lock (``.lock``); the others wait for it. The library is
+  written under a temporary name and renamed into place.
+- Before first use it passes a self-check in a child process (``tfrnn.kernel_check``:
+  forward and gradient of each cell against Keras' loops, on this machine): a library that
+  crashes (cut short: bus error; built for other instructions: illegal instruction) or
+  computes wrongly takes the child down, not the run. The outcome is recorded beside the
+  library (``.json``, with its SHA-256: a library changed afterwards is checked again); a
+  failure's full log is kept (``.log``), said once in one line, and not retried until
+  something in the key changes. The run goes on with Keras' loops.
+- ``$TFRNN_KERNEL``: ``auto`` (use it where it works), ``on`` (fail loudly where it cannot be
+  used), ``off``. ``tfrnn kernel build`` prebuilds it; ``tfrnn kernel status`` and ``tfrnn
+  info`` say where it is and why it is (not) used.
+
+The ops are used for training and evaluation only: exported SavedModels hold TensorFlow's
+own ops, so they load anywhere. Results repeat bit for bit at the same thread count (the
+batch's rows are split across TensorFlow's threads; weight gradients are summed in row
+order).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("kernels") / "recurrence.cc"
+from tfrnn.errors import ConfigError, TfrnnError
 
-#: Tried in order: the first for CPUs whose AVX-512 FP16 instructions make the Eigen headers
-#: TensorFlow ships fail to compile under GCC 12 (the op needs no FP16); the second for
-#: compilers that do not know that flag.
-FLAG_SETS = (["-O3", "-march=native", "-mno-avx512fp16"], ["-O3", "-march=native"])
+SOURCE = Path(__file__).with_name("kernels") / "recurrence.cc"
+ENV = "TFRNN_KERNEL"
+SETTINGS = ("auto", "on", "off")
+
+#: Tried in order where the CPU is known: the first for CPUs whose AVX-512 FP16 instructions
+#: make the Eigen headers TensorFlow ships fail to compile under GCC 12 (the op needs no
+#: FP16); the second for compilers that do not know that flag. Where the CPU is not known:
+#: the compiler's portable default.
+NATIVE_FLAG_SETS = (
+    ["-O3", "-DNDEBUG", "-march=native", "-mno-avx512fp16"],
+    ["-O3", "-DNDEBUG", "-march=native"],
+)
+PORTABLE_FLAG_SETS = (["-O3", "-DNDEBUG"],)
 
 _state: dict = {}
 
-#: Seconds a compile may take before tfrnn gives up on it (it takes about 30).
+#: Seconds a compile may take before tfrnn gives up on it (it takes about 30), and the
+#: self-check (a child process importing TensorFlow).
 COMPILE_TIMEOUT = 300
+CHECK_TIMEOUT = 300
 
 #: The op splits a batch's rows across the CPU's threads; with fewer rows than this its
 #: small products lose to TensorFlow's (book preset, LSTM 2 x 512, batches of 64 on a 2-core
@@ -44,11 +79,27 @@ COMPILE_TIMEOUT = 300
 #: keep the layers' own loops. hw4's batches of 1,024 run it.
 MIN_BATCH = 256
 
+#: Where a first build is announced (stderr); ``set_quiet`` turns it off (``-q``).
+_announce = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """Say nothing on stderr while building (the CLI's ``-q``); failures are still recorded."""
+    _announce["quiet"] = quiet
+
+
+def _say(message: str) -> None:
+    if not _announce["quiet"]:
+        print(f"tfrnn: {message}", file=sys.stderr, flush=True)
+
 
 def setting() -> str:
-    """``$TFRNN_KERNEL``: ``auto`` (default: use the kernel where it compiles) or ``off``."""
-    value = os.environ.get("TFRNN_KERNEL", "auto").strip().lower() or "auto"
-    return value if value in ("auto", "off") else "auto"
+    """``$TFRNN_KERNEL``: ``auto`` (default), ``on`` or ``off``; anything else is refused."""
+    raw = os.environ.get(ENV, "auto")
+    value = raw.strip().lower() or "auto"
+    if value not in SETTINGS:
+        raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {raw!r}")
+    return value
 
 
 def cache_dir() -> Path:
@@ -57,82 +108,260 @@ def cache_dir() -> Path:
     return Path(base) / "tfrnn" / "kernels"
 
 
-def _cpu_identity() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "unknown"
-    wanted = ("model name", "flags")
-    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+#: /proc/cpuinfo fields that identify the CPU and its instructions (x86 and Arm).
+_CPU_FIELDS = (
+    "vendor_id", "cpu family", "model", "model name", "flags",
+    "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features", "isa",
+)  # fmt: skip
+
+
+def cpu_identity() -> str | None:
+    """The CPU's model and full feature set as the platform reports them, or None where it
+    cannot say (then nothing is built for this CPU alone)."""
+    system, machine = platform.system(), platform.machine()
+    lines: set[str] = set()
+    if system == "Linux":
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                key = line.split(":")[0].strip()
+                if key in _CPU_FIELDS:
+                    lines.add(" ".join(line.split()))
+        if not any(line.split(":")[0].strip() in ("flags", "Features", "isa") for line in lines):
+            return None
+    elif system == "Darwin":
+        for name in (
+            "machdep.cpu.brand_string",
+            "machdep.cpu.features",
+            "machdep.cpu.leaf7_features",
+            "hw.optional",
+        ):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                out = subprocess.run(["sysctl", name], capture_output=True, text=True, timeout=10).stdout
+                lines.update(" ".join(x.split()) for x in out.splitlines() if x.strip())
+        if not lines:
+            return None
+    else:
+        return None
+    return f"{system} {machine}\n" + "\n".join(sorted(lines))
 
 
 def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    """The C++ compiler: ``$CXX`` when set (and only it), else g++, c++ or clang++."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    return shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
-def _build(compiler: str, target: Path) -> str | None:
-    """Compile the op into ``target``; None, or why it could not be compiled."""
+def _no_compiler() -> str:
+    if os.environ.get("CXX"):
+        return f"$CXX={os.environ['CXX']} is not a compiler tfrnn can run"
+    return "no C++ compiler found (install g++ or set $CXX)"
+
+
+def _compiler_version(compiler: str) -> str:
+    try:
+        done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+        return done.stdout.strip() or done.stderr.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+
+
+def build_key(compiler: str) -> dict:
+    """Everything that changes the library's machine code (its hash names the library)."""
     import tensorflow as tf
 
-    tf_flags = [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot write {target.parent}: {exc.strerror or exc}"
-    error = ""
-    for flags in FLAG_SETS:
-        try:
-            fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
-        except OSError as exc:
-            return f"cannot write {target.parent}: {exc.strerror or exc}"
-        os.close(fd)
-        cmd = [compiler, *flags, "-w", "-shared", "-fPIC", str(SOURCE), "-o", tmp, *tf_flags]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
-            if done.returncode == 0:
-                os.replace(tmp, target)
-                return None
-            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            error = str(exc)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return f"{Path(compiler).name} failed: {error}"
+    identity = cpu_identity()
+    return {
+        "source_sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "tensorflow": tf.__version__,
+        "tf_flags": [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()],
+        "compiler": os.path.realpath(compiler),
+        "compiler_version": _compiler_version(compiler),
+        "flag_sets": [list(f) for f in (NATIVE_FLAG_SETS if identity else PORTABLE_FLAG_SETS)],
+        "platform": [platform.system(), platform.machine(), platform.python_version()],
+        "cpu": identity or "unknown: portable build",
+    }
 
 
 def library_path(compiler: str) -> Path:
-    """The cached library for this source, TensorFlow, compiler and CPU."""
-    import tensorflow as tf
+    """The cached library for this key (source, TensorFlow, compiler, flags, CPU)."""
+    digest = hashlib.sha256(json.dumps(build_key(compiler), sort_keys=True).encode()).hexdigest()
+    return cache_dir() / f"recurrence-{digest[:16]}.so"
 
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode(), _cpu_identity().encode()):
-        key.update(part)
-        key.update(b"\0")
-    return cache_dir() / f"recurrence-{key.hexdigest()[:16]}.so"
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_state(path: Path) -> dict | None:
+    try:
+        state = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("state") in ("ok", "failed") else None
+
+
+def _write_state(path: Path, state: dict) -> None:
+    with contextlib.suppress(OSError):
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path.with_suffix(".json"))
+
+
+def _write_log(path: Path, text: str) -> str:
+    log = path.with_suffix(".log")
+    try:
+        log.write_text(text)
+    except OSError:
+        return "no log: the cache cannot be written"
+    return str(log)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, seconds: float):
+    """Hold ``path``'s build lock (waiting up to ``seconds`` for another process's build)."""
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("another process has been building it for too long") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _die_with_parent() -> None:
+    """In the compiler's process: end when tfrnn's process ends (Linux), so a killed run
+    leaves no compiler running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _compile(compiler: str, key: dict, target: Path) -> tuple[str | None, str]:
+    """Compile into ``target`` (a temporary name, renamed); (None, log) or (why not, log)."""
+    log, error = [], ""
+    for stale in target.parent.glob(f"{target.stem}.*.so.tmp"):  # a killed build's (we hold the lock)
+        stale.unlink(missing_ok=True)
+    for flags in key["flag_sets"]:
+        fd, tmp = tempfile.mkstemp(prefix=f"{target.stem}.", suffix=".so.tmp", dir=target.parent)
+        os.close(fd)
+        cmd = [compiler, *flags, "-w", "-shared", "-fPIC", str(SOURCE), "-o", tmp, *key["tf_flags"]]
+        log.append("$ " + " ".join(cmd))
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT, preexec_fn=_die_with_parent
+            )
+            log.append(done.stdout + done.stderr + f"\n(exit {done.returncode})")
+            if done.returncode == 0:
+                os.replace(tmp, target)
+                return None, "\n".join(log)
+            error = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        except subprocess.TimeoutExpired:
+            error = f"gave up after {COMPILE_TIMEOUT} s"
+            log.append(error)
+        except OSError as exc:
+            error = str(exc)
+            log.append(error)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return f"{Path(compiler).name} failed: {error}", "\n".join(log)
+
+
+def _self_check(target: Path) -> tuple[str | None, str]:
+    """Run ``tfrnn.kernel_check`` on ``target`` in a child process: (None, log) or (why not, log)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", ENV: "auto"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "tfrnn.kernel_check", str(target)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=CHECK_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired:
+        return f"its self-check did not end within {CHECK_TIMEOUT} s", ""
+    log = f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}\n(exit {done.returncode})"
+    if done.returncode == 0:
+        return None, log
+    if done.returncode < 0:
+        import signal
+
+        name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else ""
+        why = "a damaged library, or one built for another CPU"
+        return f"its self-check crashed ({name or done.returncode}: {why})", log
+    last = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no message"])[-1]
+    return f"its self-check failed ({last[:200]})", log
+
+
+def _prepare(compiler: str, path: Path) -> dict:
+    """Build and self-check the library at ``path``, under the lock; returns the state to
+    record. Called only when no valid state is recorded for it."""
+    key = build_key(compiler)
+    _say("compiling the fused recurrence for this CPU (once; ~30-60 s)...")
+    error, log = _compile(compiler, key, path)
+    if error:
+        return {"state": "failed", "reason": f"not compiled ({error})", "log": _write_log(path, log)}
+    error, check_log = _self_check(path)
+    if error:
+        return {"state": "failed", "reason": f"not used: {error}", "log": _write_log(path, log + check_log)}
+    _say(f"compiled and checked {path}")
+    return {"state": "ok", "sha256": _sha256(path), "key": key}
 
 
 def load():
-    """The compiled op module (compiling it the first time on this machine), or None when
-    ``$TFRNN_KERNEL`` is off or it cannot be compiled (``status`` says why)."""
+    """The compiled op module (building and checking it the first time on this machine),
+    or None when ``$TFRNN_KERNEL`` is off or it cannot be used (``status`` says why)."""
     if setting() == "off":
         return None
     if "module" in _state:
         return _state["module"]
     module, status = None, ""
     if (compiler := _compiler()) is None:
-        status = "no C++ compiler found (set $CXX)"
+        status = _no_compiler()
     else:
-        path = library_path(compiler)
-        error = None
-        if not path.is_file():
-            print("tfrnn: compiling the fused recurrence for this CPU (once; ~30 s)...", file=sys.stderr)
-            error = _build(compiler, path)
-        if error:
-            status = f"not compiled ({error})"
-        else:
-            module, status = _import(path)
+        module, status = _load_with(compiler)
     _state.update(module=module, status=status)
     return module
+
+
+def _load_with(compiler: str):
+    """The module for ``compiler``: from a recorded, checked library, or built and checked now."""
+    try:
+        path = library_path(compiler)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"{path.parent} is not writable")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return None, f"not compiled (cannot write {cache_dir()}: {reason})"
+    state = _read_state(path)
+    if state is None or (state["state"] == "ok" and state.get("sha256") != _sha256(path)):
+        try:
+            with _locked(path, COMPILE_TIMEOUT + CHECK_TIMEOUT + 60):
+                state = _read_state(path)  # another process may have built it meanwhile
+                if state is None or (state["state"] == "ok" and state.get("sha256") != _sha256(path)):
+                    # a library with no record, or changed since it was checked (cut short,
+                    # replaced): tfrnn did not leave it so; build it anew
+                    path.unlink(missing_ok=True)
+                    state = _prepare(compiler, path)
+                    _write_state(path, state)
+                    if state["state"] == "failed":
+                        _say(f"the compiled recurrence is not used: {state['reason']}; log: {state['log']}")
+        except (OSError, TimeoutError) as exc:
+            return None, f"not compiled ({exc})"
+    if state["state"] == "failed":
+        return None, f"{state['reason']} (log: {state['log']})"
+    return _import(path)
 
 
 def _import(path: Path):
@@ -148,22 +377,54 @@ def _import(path: Path):
 
 def unavailable(batch_size: int) -> str | None:
     """Why the compiled ops cannot run batches of ``batch_size`` rows here (too few rows for
-    ``MIN_BATCH``, a GPU, or ``status``), or None when they can."""
+    ``MIN_BATCH``, a GPU, or ``status``), or None when they can. ``$TFRNN_KERNEL=on`` uses
+    them for any batch, and raises instead of falling back."""
     import tensorflow as tf
 
-    if batch_size < MIN_BATCH:
+    forced = setting() == "on"
+    if batch_size < MIN_BATCH and not forced:
         return f"batches of {batch_size} rows, fewer than {MIN_BATCH}"
     if tf.config.list_logical_devices("GPU"):
+        if forced:
+            raise TfrnnError(f"${ENV}=on, but this machine has a GPU: tfrnn trains there with cuDNN")
         return "a GPU: cuDNN"
-    return None if load() is not None else status()
+    if load() is not None:
+        return None
+    if forced:
+        raise TfrnnError(f"${ENV}=on, but the compiled recurrence cannot be used: {status()}")
+    return status()
 
 
 def status() -> str:
     """One line: the compiled library in use, or why there is none."""
     if setting() == "off":
-        return "off ($TFRNN_KERNEL=off)"
+        return f"off (${ENV}=off)"
     load()
     return _state["status"]
+
+
+def describe() -> dict:
+    """What ``tfrnn kernel status`` and ``tfrnn info`` print: setting, compiler, key, path,
+    state and why."""
+    info: dict = {"setting": setting(), "cache": str(cache_dir())}
+    compiler = _compiler()
+    info["compiler"] = compiler or _no_compiler()
+    if compiler:
+        key = build_key(compiler)
+        path = library_path(compiler)
+        state = _read_state(path)
+        info.update(
+            library=str(path),
+            exists=path.is_file(),
+            recorded=(state or {}).get("state", "not built yet"),
+            cpu_key="this CPU's features" if "unknown" not in key["cpu"] else key["cpu"],
+            flag_sets=key["flag_sets"],
+            compiler_version=key["compiler_version"].splitlines()[0] if key["compiler_version"] else "",
+        )
+        if state and state["state"] == "failed":
+            info["reason"], info["log"] = state["reason"], state["log"]
+    info["status"] = status()
+    return info
 
 
 def _register_gradient(module) -> None:
@@ -176,7 +437,12 @@ def _register_gradient(module) -> None:
 
     @tf.RegisterGradient("TfrnnSoftmaxXent")
     def _xent_gradient(op, d_loss, _d_backprop):
-        return op.outputs[1] * d_loss[..., None], None
+        # as TensorFlow's own sparse cross-entropy: a second derivative is an error, not zero
+        backprop = tf.raw_ops.PreventGradient(
+            input=op.outputs[1],
+            message="tfrnn's compiled cross-entropy has no second derivative: set $TFRNN_KERNEL=off",
+        )
+        return backprop * d_loss[..., None], None
 
     @tf.RegisterGradient("TfrnnRecurrence")
     def _gradient(op, d_hs, d_last, _d_saved):

@@ -43,13 +43,13 @@ runpy.run_module("tfrnn", run_name="__main__")
 """
 
 
-def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
+def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str], vocab: str = "chars") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
         args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
         args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
-        args += ["--no-profile", "-q", *extra]
+        args += ["--vocab", vocab, "--no-profile", "-q", *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
         proc = subprocess.run(args, env=env, capture_output=True, text=True)
         if proc.returncode:
@@ -59,6 +59,8 @@ def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
         "best_val_ppl": m["best_val_perplexity"],
         "best_epoch": m["best_epoch"],
         "test_ppl": m["test_perplexity"],
+        "test_bpc": m.get("test_bits_per_character"),
+        "vocab_size": m.get("vocabulary", {}).get("size", 28),
         "epochs": m["epochs_run"],
         "training_s": m["training_seconds"],
         "median_epoch_s": m["median_epoch_seconds"],
@@ -67,8 +69,9 @@ def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str]) -> dict:
     }
 
 
-def run_peer(python, cell, units, layers, dropout, budget, data) -> dict:
+def run_peer(python, cell, units, layers, dropout, budget, data, vocab: str = "chars") -> dict:
     args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
+    args += ["--vocab", vocab]
     args += ["--layers", str(layers), "--dropout", str(dropout), "--budget-min", str(budget), "--data", data]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
     return {**read_json_line(proc.stdout), "peak_rss_mib": read_peak(proc.stdout)}
@@ -82,6 +85,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side")
     ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument(
+        "--vocab", choices=("letters", "chars"), default="chars", help="both sides' vocabulary (tfrnn.vocab)"
+    )
     ap.add_argument("extra", nargs="*", help="options for tfrnn fit (after --)")
     a = ap.parse_args()
 
@@ -96,12 +102,14 @@ def main() -> None:
     for rep in range(a.repeats):
         for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):
             if side == "tfrnn":
-                runs[side].append(run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra))
+                runs[side].append(run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab))
             elif torch_python:
-                runs[side].append(run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data))
+                peer = run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data, a.vocab)
+                runs[side].append(peer)
             print(side, json.dumps(runs[side][-1]) if runs[side] else "-", file=sys.stderr, flush=True)
     row: dict = {"model": a.model, "dropout": a.dropout, "budget_min": a.budget_min, "cpu": cpu_summary()}
-    keys = ("best_val_ppl", "test_ppl", "epochs", "median_epoch_s", "peak_rss_mib")
+    row["vocab"] = a.vocab
+    keys = ("best_val_ppl", "test_ppl", "test_bpc", "vocab_size", "epochs", "median_epoch_s", "peak_rss_mib")
     for side, rs in runs.items():
         for key in keys:
             values = [r[key] for r in rs if r.get(key) is not None]
@@ -110,11 +118,13 @@ def main() -> None:
     if runs["torch"] and runs["tfrnn"]:
         row["epoch_time_ratio"] = row["tfrnn_median_epoch_s"] / row["torch_median_epoch_s"]
         row["test_ppl_ratio"] = row["tfrnn_test_ppl"] / row["torch_test_ppl"]
-    print(f"{a.model}, dropout {a.dropout}, {a.budget_min:g} min each; CPU: {row['cpu']}")
+    print(
+        f"{a.model}, dropout {a.dropout}, {a.budget_min:g} min each, {a.vocab} vocabulary; CPU: {row['cpu']}"
+    )
     print(f"{'':<22} {'tfrnn':>9} {'torch':>9}")
     for key in keys:
         t, p = row.get(f"tfrnn_{key}"), row.get(f"torch_{key}")
-        fmt = ".3f" if "ppl" in key or "epoch_s" in key else ".0f"
+        fmt = ".3f" if "ppl" in key or "bpc" in key or "epoch_s" in key else ".0f"
         cells = [format(v, fmt) if v is not None else "-" for v in (t, p)]
         print(f"{key:<22} {cells[0]:>9} {cells[1]:>9}")
     for key in ("epoch_time_ratio", "test_ppl_ratio"):

@@ -1,7 +1,10 @@
 """The PyTorch peer of tfrnn's book preset, for tools/bench_book.py (needs only torch and numpy).
 
 Adapted from ../shared/bench/torch_book_reference.py, with the same protocol: the text
-cleaned as the study does, split 90/5/5, embedding 64, dropout on the embedding and the
+read with tfrnn's vocabulary rules (``--vocab letters``: cleaned as the study does;
+``chars``: every character as it is, the vocabulary built from the training part, characters
+seen fewer than ``--min-count`` times there, and ones never seen, read as <unk>), split
+90/5/5, embedding 64, dropout on the embedding and the
 recurrent outputs (and between layers), independent windows of 100 characters from a
 random offset each epoch, batches of 64, Adam 3e-3, gradient norm clipped at 1, and
 validation and test parts each read as one sequence, the state carried. Added: a
@@ -36,16 +39,30 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=None, help="stop after the epoch that crosses it")
     ap.add_argument("--data", required=True, help="the text file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vocab", choices=("letters", "chars"), default="chars")
+    ap.add_argument("--min-count", type=int, default=2)
+    ap.add_argument("--max-vocab", type=int, default=1024)
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
-    with open(a.data, encoding="utf-8") as f:
-        text = re.sub("[^A-Za-z]+", " ", f.read()).lower()
-    vocab = sorted(set(["<unk>", *set(text)]))
-    index = {c: i for i, c in enumerate(vocab)}
+    with open(a.data, encoding="utf-8-sig") as f:
+        text = f.read()
+    if a.vocab == "letters":
+        text = re.sub("[^A-Za-z]+", " ", text).lower()
+        vocab = sorted(set(["<unk>", *set(text)]))
+        index = {c: i for i, c in enumerate(vocab)}
+        ids = np.array([index[ch] for ch in text], dtype=np.int64)
+    else:  # tfrnn.vocab's chars rule: <unk> = 0, then the kept characters by code point
+        codes = np.frombuffer(text.encode("utf-32-le"), "<u4")
+        values, counts = np.unique(codes[: int(0.9 * len(codes))], return_counts=True)
+        values, counts = values[counts >= a.min_count], counts[counts >= a.min_count]
+        if len(values) > a.max_vocab - 1:
+            values = np.sort(values[np.lexsort((values, -counts))[: a.max_vocab - 1]])
+        vocab = ["<unk>", *map(chr, values)]
+        idx = np.minimum(np.searchsorted(values, codes), len(values) - 1)
+        ids = np.where(values[idx] == codes, idx + 1, 0).astype(np.int64)
     size = len(vocab)
-    ids = np.array([index[ch] for ch in text], dtype=np.int64)
     n = len(ids)
     train, val, test = ids[: int(0.9 * n)], ids[int(0.9 * n) : int(0.95 * n)], ids[int(0.95 * n) :]
     steps, batch = 100, 64
@@ -111,6 +128,9 @@ def main() -> None:
                 "best_val_ppl": best,
                 "best_epoch": best_epoch,
                 "test_ppl": best_test,
+                "test_bpc": math.log2(best_test),
+                "vocab": a.vocab,
+                "vocab_size": size,
                 "epochs": len(seconds),
                 "training_s": sum(seconds),
                 "median_epoch_s": statistics.median(seconds[1:] or seconds),
