@@ -90,9 +90,10 @@ def test_resume_on_another_text_is_refused_and_compare_retrains(tmp_path, monkey
     with failing_in_epoch(2):
         args = ["fit", "--units", 8, "--epochs", 2, "--no-profile", "-q", "--out", tmp_path / "run"]
         assert run_cli(*args).exit_code == 130
-    assert_one_line_error(run_cli(*args, "--resume", "--data", other), "data_sha1")
+    assert_one_line_error(run_cli(*args, "--resume", "--data", other, "--vocab", "letters"), "data_sha1")
     # compare: a model finished on one text is not "finished earlier" for another
     grid = ["compare", "--cells", "gru", "--units", 4, "--epochs", 1, "-q", "--out", tmp_path / "report"]
+    grid += ["--vocab", "letters"]  # both texts: the study's letters
     assert run_cli(*grid).exit_code == 0
     again = run_cli(*grid, "--data", other)
     assert again.exit_code == 0 and "finished earlier" not in again.output

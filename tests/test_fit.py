@@ -56,7 +56,11 @@ def test_run_folder_holds_every_file_and_consistent_numbers(small_run, book):
     step = m["training_step"]  # what the training step used here
     assert step["xla"] is False and step["steps_per_execution"] == 10  # TFRNN_XLA=off; 10 batches
     assert step["precision"] == "float32" and step["cpu"].startswith(cpu_summary().split(",")[0])
-    assert step["recurrence"] == kernel.status()  # tfrnn's compiled recurrence where it compiles
+    # tfrnn's compiled recurrence where it compiles, else why not
+    if kernel.load() is not None:
+        assert step["recurrence"] == {"implementation": "compiled", "reason": kernel.status()}
+    else:
+        assert step["recurrence"]["implementation"] in ("keras", "keras-xla")
     assert b"TfrnnRecurrence" not in (out / "saved_model" / "saved_model.pb").read_bytes()  # loads anywhere
     assert json.loads((out / "vocab.json").read_text())["tokens"][:3] == [" ", "<unk>", "a"]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -202,7 +206,11 @@ def test_book_preset_reports_a_test_perplexity(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["optimizer"] == "adamw" and m["config"]["lr"] == pytest.approx(3e-3)
     assert m["data"]["part_characters"]["test"] > 0
-    assert np.isfinite(m["test_perplexity"]) and 1 < m["test_perplexity"] < 28
+    # the book preset reads the text's own characters; after one epoch the model predicts
+    # better than a uniform guess over them, and bits per character are log2 of perplexity
+    assert m["config"]["vocab"] == "chars" and m["vocabulary"]["size"] > 28
+    assert 1 < m["test_perplexity"] < m["vocabulary"]["size"]
+    assert m["test_bits_per_character"] == pytest.approx(np.log2(m["test_perplexity"]), abs=1e-6)
     assert "test perplexity" in result.output
 
 

@@ -109,12 +109,19 @@ def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
 
 def test_it_is_off_when_asked_and_reports_why(monkeypatch):
     small = TrainConfig.resolve("book", units=8, layers=1, embedding=4)
-    expected = "Keras' loops (batches of 64 rows, fewer than 256)"
+    expected = {"implementation": "keras", "reason": "batches of 64 rows, fewer than 256; XLA off"}
     assert step_settings(small, "off", 10)["recurrence"] == expected
     monkeypatch.setenv("TFRNN_KERNEL", "off")
     assert kernel.load() is None and kernel.status().startswith("off ($TFRNN_KERNEL=off)")
     hw4 = TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2)
-    assert step_settings(hw4, "off", 10)["recurrence"] == "Keras' loops (off ($TFRNN_KERNEL=off))"
+    assert step_settings(hw4, "off", 10)["recurrence"] == {
+        "implementation": "keras",
+        "reason": "off ($TFRNN_KERNEL=off); XLA off",
+    }
+    auto = step_settings(TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2), "auto", 10)
+    assert auto["recurrence"]["reason"].endswith(
+        "no XLA: 2 epochs, fewer than 20: compiling would not pay back"
+    )
     model = compile_model(TrainConfig.resolve("hw4", cell="gru", units=4, epochs=2), 28, "off")
     assert "TfrnnRecurrence" not in _op_types(model, training=True)
 

@@ -41,7 +41,8 @@ def book_run(tmp_path_factory, book):
 def parts(book):
     from tfrnn.data import Corpus, book_parts
 
-    return book_parts(Corpus.load(book).ids, 50)
+    # the book preset's vocabulary: the characters of its training part (as the run's)
+    return book_parts(Corpus.load(book, "chars", preset="book", num_steps=50).ids, 50)
 
 
 def reference_cross_entropy(model, ids: np.ndarray) -> float:
@@ -102,10 +103,13 @@ def test_carried_evaluation_equals_a_one_stream_reference_loop(book_run, parts):
     ids = parts["test"][:300]
     expected = reference_cross_entropy(model, ids)
     # chunks of 64 steps: the state must cross the chunk boundaries unchanged
-    scorer = StreamScorer(config, 28, streams=1, chunk=64)
+    size = book_run["metrics"]["vocabulary"]["size"]
+    scorer = StreamScorer(config, size, streams=1, chunk=64)
     assert scorer.cross_entropy(ids, model) == pytest.approx(expected, rel=1e-5)
     # several streams without a burn-in start from zero states: a different figure
-    assert StreamScorer(config, 28, streams=4).cross_entropy(ids, model) != pytest.approx(expected, rel=1e-5)
+    assert StreamScorer(config, size, streams=4).cross_entropy(ids, model) != pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -124,21 +128,24 @@ def test_book_run_reports_one_sequence_figures_of_its_best_epoch(book_run, parts
     model = keras.saving.load_model(out / "model.keras")
     config = TrainConfig(**m["config"])
     # the exported weights are the best epoch's: the per-epoch validation figure reappears
-    streams = StreamScorer(config, 28, VALIDATION_STREAMS, VALIDATION_BURN_IN)
+    size = m["vocabulary"]["size"]
+    streams = StreamScorer(config, size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
     assert streams.cross_entropy(parts["val"], model) == pytest.approx(best["val_loss"], rel=1e-5)
     # ... and the parallel streams stay within 0.5% of reading the part as one sequence
     assert best["val_perplexity"] == pytest.approx(m["best_val_perplexity"], rel=5e-3)
-    one = StreamScorer(config, 28, streams=1)
+    one = StreamScorer(config, size, streams=1)
     assert one.perplexity(parts["val"], model) == pytest.approx(m["best_val_perplexity"], rel=1e-6)
     assert one.perplexity(parts["test"], model) == pytest.approx(m["test_perplexity"], rel=1e-6)
     # `tfrnn score` on the test part, read whole from one state, gives the same figure
     from tfrnn.data import Vocab
 
     text = tmp_path / "test_part.txt"
-    text.write_text(Vocab().decode(parts["test"]))
+    vocab = Vocab.from_json((out / "vocab.json").read_text(encoding="utf-8"))
+    text.write_text(vocab.decode(parts["test"]), encoding="utf-8")  # the test part's characters
     result = run_cli("score", out, "--text-file", text)
     assert result.exit_code == 0, result.output
-    assert f"perplexity {m['test_perplexity']:.3f}" in result.output
+    printed = float(result.output.split("perplexity ")[1].split(",")[0])  # 3 decimals
+    assert printed == pytest.approx(m["test_perplexity"], abs=5e-4 + 1e-5 * printed)
     assert f"{len(parts['test']) - 1:,} characters in 1 text(s)" in result.output
     assert f"test perplexity {m['test_perplexity']:.3f}" in book_run["output"]
 

@@ -695,11 +695,17 @@ def profile(run_dir, cell, units, layers, embedding, preset, vocab_size, no_spee
     "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
 )
 @click.option(
+    "--vocab",
+    type=click.Choice(VOCABS),
+    default=None,
+    help="Every model's vocabulary (see `tfrnn fit --help`).  [hw4 on the study's book: letters; else chars]",
+)
+@click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
 @_strategy_option(("default", "mirrored"), ", for every model")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines, only one line per model.")
-def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy, quiet) -> None:
+def compare(grid_spec, cells, units, layers, preset, epochs, data, vocab, out, strategy, quiet) -> None:
     """Train a grid of models and write a report: tables, figures, CSV and JSON.
 
     The report folder holds report.md (tables per family with the study's figures beside
@@ -718,7 +724,9 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, out, strategy
 
     _check_data(data)  # a bad data source stops here, before anything is written
     _kernel_setting(quiet)
-    grid = cmp.choose_grid(grid_spec, cells, units, layers, preset, epochs, study_text=is_study_text(data))
+    grid = cmp.choose_grid(
+        grid_spec, cells, units, layers, preset, epochs, study_text=is_study_text(data), vocab=vocab
+    )
     out = out if out is not None else Path("reports") / grid.name
     cmp.check_report_folder(out)
     click.get_current_context().with_resource(exclusive(cmp.lock_file(out), f"the report {out}"))

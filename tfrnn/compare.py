@@ -122,6 +122,7 @@ def choose_grid(
     preset: str | None = None,
     epochs: int | None = None,
     study_text: bool = True,
+    vocab: str | None = None,
 ) -> Grid:
     """The grid ``tfrnn compare`` was asked for: ``hw4`` (the default), a TOML file, or the
     product of comma-separated ``cells``, ``units`` and ``layers`` (not both kinds).
@@ -141,13 +142,14 @@ def choose_grid(
             name="grid",
             epochs=epochs,
             study_text=study_text,
+            vocab=vocab,
         )
     if grid_spec in (None, "hw4"):
         if preset not in (None, "hw4"):
             raise ConfigError("the hw4 grid uses the hw4 preset; use a grid file for another preset")
-        return hw4_grid(epochs=epochs, study_text=study_text)
+        return hw4_grid(epochs=epochs, study_text=study_text, vocab=vocab)
     options = {"preset": preset} if preset else {}
-    return load_grid(Path(grid_spec), epochs=epochs, study_text=study_text, **options)
+    return load_grid(Path(grid_spec), epochs=epochs, study_text=study_text, vocab=vocab, **options)
 
 
 def check_name(name: object, source: str) -> str:

@@ -379,12 +379,12 @@ def unavailable(batch_size: int) -> str | None:
     """Why the compiled ops cannot run batches of ``batch_size`` rows here (too few rows for
     ``MIN_BATCH``, a GPU, or ``status``), or None when they can. ``$TFRNN_KERNEL=on`` uses
     them for any batch, and raises instead of falling back."""
-    import tensorflow as tf
+    from tfrnn.plan import has_gpu
 
     forced = setting() == "on"
     if batch_size < MIN_BATCH and not forced:
         return f"batches of {batch_size} rows, fewer than {MIN_BATCH}"
-    if tf.config.list_logical_devices("GPU"):
+    if has_gpu():
         if forced:
             raise TfrnnError(f"${ENV}=on, but this machine has a GPU: tfrnn trains there with cuDNN")
         return "a GPU: cuDNN"

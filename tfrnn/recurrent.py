@@ -28,6 +28,7 @@ import tensorflow as tf
 from keras import layers as kl
 
 from tfrnn import kernel
+from tfrnn.plan import has_gpu
 
 
 def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
@@ -134,7 +135,8 @@ class KernelMixin:
 
 def use_kernel(model: keras.Model, batch_size: int) -> bool:
     """Switch ``model``'s recurrent layers to the compiled recurrence when it can run
-    batches of ``batch_size`` rows here (``kernel.unavailable``); whether it was."""
+    batches of ``batch_size`` rows here (``kernel.unavailable``); whether it was. (Training
+    asks ``tfrnn.plan`` first; this check is then the same one, cached.)"""
     if kernel.unavailable(batch_size):
         return False
     layers = [layer for layer in model.layers if isinstance(layer, KernelMixin)]
@@ -275,7 +277,7 @@ class LSTM(KernelMixin, kl.LSTM):
             and sequences.shape[1] is not None
             and _standard_form(self, mask)
             and self.cell.recurrent_activation is keras.activations.sigmoid
-            and not tf.config.list_logical_devices("GPU")
+            and not has_gpu()
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):

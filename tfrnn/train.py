@@ -9,10 +9,11 @@ from pathlib import Path
 
 import keras
 
-from tfrnn.config import TrainConfig, xla_setting
+from tfrnn.config import TrainConfig
 from tfrnn.data import Splits
 from tfrnn.errors import ConfigError, TrainingDiverged
 from tfrnn.models import build_model
+from tfrnn.plan import plan
 from tfrnn.recurrent import use_kernel
 from tfrnn.rundir import BACKUP_DIR, BEST_WEIGHTS, TRAINED_WEIGHTS, read_history
 
@@ -160,48 +161,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> keras.optim
     return optimizer
 
 
-#: ``auto`` compiles with XLA up to this layer width and sequence length, for runs long
-#: enough to pay back the compiling (10-20 s once, growing with the sequence length).
-#: Measured with tools/bench.py on a 2-core CPU, seconds per epoch with XLA / without:
-#: GRU-32 0.70/1.04, LSTM-32 0.65/0.92, GRU 3x32 2.13/2.58, SimpleRNN-64 0.58/0.71, but
-#: LSTM-128 4.58/3.13.
-XLA_MAX_UNITS = 64
-XLA_MAX_STEPS = 64
-XLA_MIN_EPOCHS = 20
-
-
 def use_xla(config: TrainConfig, setting: str | None = None) -> bool:
-    """Whether the training step is compiled with XLA (``setting`` defaults to ``$TFRNN_XLA``).
-
-    ``auto`` means: where tfrnn's compiled recurrence cannot train the model
-    (``kernel_unavailable``), on a CPU, outside a ``tf.distribute`` strategy, for layers of at
-    most ``XLA_MAX_UNITS`` units, sequences of at most ``XLA_MAX_STEPS`` steps, and runs of
-    at least ``XLA_MIN_EPOCHS`` epochs. (XLA cannot compile the compiled recurrence's op.)
-    """
-    import tensorflow as tf
-
-    setting = xla_setting(setting)
-    if setting != "auto":
-        return setting == "on"
-    return (
-        kernel_unavailable(config) is not None
-        and config.units <= XLA_MAX_UNITS
-        and config.num_steps <= XLA_MAX_STEPS
-        and config.epochs >= XLA_MIN_EPOCHS
-        and not tf.config.list_logical_devices("GPU")
-        and not tf.distribute.has_strategy()
-    )
-
-
-def kernel_unavailable(config: TrainConfig) -> str | None:
-    """Why tfrnn's compiled recurrence (``tfrnn.kernel``) cannot run the recurrent layers of
-    ``config`` here (it computes in float32 only; ``kernel.unavailable`` for the rest), or
-    None when it can."""
-    from tfrnn import kernel
-
-    if config.precision != "float32":
-        return f"precision {config.precision}"
-    return kernel.unavailable(config.batch_size)
+    """Whether the training step is compiled with XLA (``tfrnn.plan``: ``setting`` defaults
+    to ``$TFRNN_XLA``; ``auto`` only where the compiled recurrence cannot train the model)."""
+    return plan(config, setting).xla
 
 
 def compile_model(
@@ -213,16 +176,17 @@ def compile_model(
 ) -> keras.Model:
     """Build and compile the model of ``config`` (seeded when ``config.seed`` is set).
 
-    ``xla``: ``auto``, ``on`` or ``off`` (default ``$TFRNN_XLA``, else auto): see ``use_xla``.
+    ``xla``: ``auto``, ``on`` or ``off`` (default ``$TFRNN_XLA``, else auto): the recurrence
+    that trains it is ``tfrnn.plan``'s.
     ``steps_per_epoch`` sizes the learning-rate schedule; ``stateful_batch`` makes the model
     carry its state between batches of that many streams (``build_model``).
     """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     model = build_model(config, vocab_size, stateful_batch=stateful_batch)
-    jit = use_xla(config, xla)
-    fused = not jit and use_kernel(model, config.batch_size)
-    _compile(model, config, steps_per_epoch, jit, compiled_ops=fused)
+    chosen = plan(config, xla)
+    fused = chosen.compiled and use_kernel(model, config.batch_size)
+    _compile(model, config, steps_per_epoch, chosen.xla, compiled_ops=fused)
     return model
 
 
@@ -305,24 +269,22 @@ class FitResult:
 
 def step_settings(config: TrainConfig, xla: str | None, steps_per_epoch: int) -> dict:
     """What the training step of ``config`` uses on this machine: the CPU and its vector
-    units, XLA (``use_xla``), the recurrence (tfrnn's compiled kernel or Keras' loops),
+    units, XLA, the recurrence (``tfrnn.plan``: its implementation and why),
     batches per call, precision, oneDNN and thread settings.
     Call it inside the run's ``tf.distribute`` scope, as XLA's choice depends on it."""
     import os
 
     import tensorflow as tf
 
-    from tfrnn import kernel
     from tfrnn.cpu import cpu_summary
 
     threading = tf.config.threading
-    jit = use_xla(config, xla)
-    why_not = "XLA" if jit else kernel_unavailable(config)
+    chosen = plan(config, xla)
     return {
         "cpu": cpu_summary(),
-        "xla": jit,
-        # tfrnn's compiled recurrence, or why the layers run Keras' loops
-        "recurrence": kernel.status() if why_not is None else f"Keras' loops ({why_not})",
+        "xla": chosen.xla,
+        # compiled, keras-xla, cudnn or keras, and why (tfrnn.plan)
+        "recurrence": chosen.as_dict(),
         "steps_per_execution": steps_per_execution(steps_per_epoch),
         "precision": config.precision,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),

@@ -207,7 +207,9 @@ def main() -> None:
     for r in results:
         if "tfrnn_step" in r:
             step = r["tfrnn_step"]
-            print(f"{r['model']}: tfrnn ran XLA {step['xla']}, recurrence: {step['recurrence']}")
+            rec = step["recurrence"]
+            how = f"{rec['implementation']} ({rec['reason']})" if isinstance(rec, dict) else rec
+            print(f"{r['model']}: tfrnn ran XLA {step['xla']}, recurrence: {how}")
     print(json.dumps(results))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
