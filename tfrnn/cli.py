@@ -473,16 +473,31 @@ def fit(
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def export(run_dir: Path) -> None:
-    """Re-export the SavedModel of RUN_DIR (a folder written by `tfrnn fit`).
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["savedmodel", "litert"]),
+    default="savedmodel",
+    show_default=True,
+    help="savedmodel: RUN_DIR/saved_model (TensorFlow). litert: RUN_DIR/model.tflite and "
+    "model.json, one step with built-in ops only, for phones, boards and `python -m "
+    "tfrnn.lite` (ai-edge-litert and numpy, no TensorFlow).",
+)
+def export(run_dir: Path, fmt: str) -> None:
+    """Export RUN_DIR (a folder written by `tfrnn fit`) as a SavedModel or a LiteRT model.
 
-    `tfrnn fit` already exports RUN_DIR/saved_model; use this after upgrading tfrnn or
-    to rebuild a deleted export.
+    `tfrnn fit` already exports RUN_DIR/saved_model; use this after upgrading tfrnn, to
+    rebuild a deleted export, or for a LiteRT file (written on request only).
+
+    \b
+    Examples:
+      tfrnn export saved_models/gru-32 --format litert
+      python -m tfrnn.lite generate saved_models/gru-32/model.tflite --prompt "it has"
     """
     _import_tensorflow_quietly()
     from tfrnn.export import export_run
 
-    click.echo(f"exported {export_run(run_dir)}")
+    click.echo(f"exported {export_run(run_dir, fmt)}")
 
 
 @cli.command()
@@ -964,6 +979,46 @@ def tune(
     click.echo(
         f"best: {m['name']} validation perplexity {m['final_val_perplexity']:.3f}; saved {m['run_dir']}"
     )
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default)."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8501,
+    show_default=True,
+    help="Port (TF Serving's REST port).",
+)
+@click.option(
+    "--concurrency",
+    type=COUNT,
+    default=2,
+    show_default=True,
+    help="Generations running at once; the rest wait.",
+)
+def serve(runs, host, port, concurrency) -> None:
+    """Serve run folders over HTTP (TensorFlow Serving's REST API) with a page to try them.
+
+    \b
+    Endpoints: GET / (the page), GET /v1/models, GET /v1/models/NAME[/metadata],
+    POST /v1/models/NAME:predict {"instances": ["it has", ...]} or {"instances":
+    [{"prompt": "it has", "num_chars": 200, "temperature": 0.8, "top_k": 5, "seed": 0}]}.
+
+    \b
+    Examples:
+      tfrnn serve saved_models/gru-32 saved_models/lstm-2x512-book
+      curl -d '{"instances": ["it has"]}' localhost:8501/v1/models/gru-32:predict
+    """
+    for run in runs:
+        serving.resolve_saved_model(run)  # a bad folder stops here, in one line
+    _import_tensorflow_quietly()
+    from tfrnn.server import serve as run_server
+
+    run_server(list(runs), host, port, concurrency, log=click.echo)
 
 
 @cli.group()

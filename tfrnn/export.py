@@ -38,18 +38,33 @@ _INT = tf.TensorSpec([], tf.int32)
 _FLOAT = tf.TensorSpec([], tf.float32)
 
 
+def serving_layers(model: keras.Model):
+    """The input layer, recurrent cells and logits layer that serve ``model``, in float32.
+
+    Only layers and cells are tracked, never the Keras model: saving a model also traces its
+    own forward pass, whose recurrent layers may pick cuDNN on a GPU."""
+    model = float32_copy(model)  # a mixed-precision model serves in float32
+    names = [layer.name for layer in model.layers]
+    input_layer = model.get_layer("embedding" if "embedding" in names else "one_hot")
+    return input_layer, [layer.cell for layer in recurrent_layers(model)], model.get_layer("logits")
+
+
+def step(input_layer, cells, output_layer, ids, states):
+    """One character for every row: ids ``[B]`` -> logits ``[B, V]`` and new states."""
+    x = input_layer(ids[:, None])[:, 0, :]
+    new_states = []
+    for cell, state in zip(cells, states):
+        x, state = cell(x, state, training=False)
+        new_states.append(list(state) if isinstance(state, (list, tuple)) else [state])
+    return output_layer(x), new_states
+
+
 class TextModel(tf.Module):
     """A trained character model wrapped for serving: cleaning, lookup, in-graph loops."""
 
     def __init__(self, model: keras.Model, vocab: Vocab) -> None:
         super().__init__(name="tfrnn_text_model")
-        model = float32_copy(model)  # a mixed-precision model serves in float32
-        # Only layers and cells are tracked, never the Keras model: saving a model also
-        # traces its own forward pass, whose recurrent layers may pick cuDNN on a GPU.
-        names = [layer.name for layer in model.layers]
-        self.input_layer = model.get_layer("embedding" if "embedding" in names else "one_hot")
-        self.cells = [layer.cell for layer in recurrent_layers(model)]
-        self.output_layer = model.get_layer("logits")
+        self.input_layer, self.cells, self.output_layer = serving_layers(model)
         chars = [t for t in vocab.tokens if t != UNK]
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -88,12 +103,7 @@ class TextModel(tf.Module):
 
     def _step(self, ids, states):
         """One character for every row: ids ``[B]`` -> logits ``[B, V]`` and new states."""
-        x = self.input_layer(ids[:, None])[:, 0, :]
-        new_states = []
-        for cell, state in zip(self.cells, states):
-            x, state = cell(x, state, training=False)
-            new_states.append(list(state) if isinstance(state, (list, tuple)) else [state])
-        return self.output_layer(x), new_states
+        return step(self.input_layer, self.cells, self.output_layer, ids, states)
 
     def _warm(self, ids, lengths):
         """Read each row's prompt from a zero state; returns its last logits and states."""
@@ -190,8 +200,9 @@ def export_saved_model(model: keras.Model, vocab: Vocab, path: Path) -> Path:
     return path
 
 
-def export_run(run_dir: Path) -> Path:
-    """Re-export the SavedModel of a finished run folder from its ``model.keras``."""
+def export_run(run_dir: Path, fmt: str = "savedmodel") -> Path:
+    """Re-export the SavedModel of a finished run folder from its ``model.keras``, or
+    (``fmt="litert"``) write its LiteRT model (``tfrnn.export_lite``) beside it."""
     import shutil
 
     import tfrnn.train  # noqa: F401  (registers tfrnn's custom layer and metric)
@@ -204,7 +215,7 @@ def export_run(run_dir: Path) -> Path:
     if not (run_dir / "model.keras").is_file() or not (run_dir / "vocab.json").is_file():
         raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no model.keras and vocab.json)")
     if written_by_tfrnn(run_dir) is None:
-        raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no {'.tfrnn-run.json'}): nothing was written")
+        raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no .tfrnn-run.json): nothing was written")
     try:
         model = keras.saving.load_model(run_dir / "model.keras")
         vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
@@ -212,6 +223,28 @@ def export_run(run_dir: Path) -> Path:
         raise TfrnnError(
             f"{run_dir}/model.keras cannot be loaded ({one_line(exc, 160)}): the run folder is damaged"
         ) from None
+    if fmt == "litert":
+        from tfrnn.export_lite import LITE_JSON, TFLITE_FILE, export_lite
+        from tfrnn.rundir import MARKER, read_metrics, write_marker
+
+        metrics = read_metrics(run_dir)
+        facts = {
+            "name": metrics.get("name"),
+            "cell": metrics["config"].get("cell"),
+            "units": metrics["config"].get("units"),
+            "layers": metrics["config"].get("layers"),
+            "parameters": metrics.get("parameters", {}).get("total"),
+            "vocab": vocab.kind,
+            "best_val_perplexity": metrics.get("best_val_perplexity"),
+            "test_perplexity": metrics.get("test_perplexity"),
+        }
+        try:
+            path = export_lite(model, vocab, run_dir, facts)
+        except OSError as exc:
+            raise TfrnnError(f"cannot write the LiteRT model into {run_dir}: {exc.strerror or exc}") from None
+        ours = written_by_tfrnn(run_dir) or set()  # (a run of an earlier tfrnn gets its marker now)
+        write_marker(run_dir, [*(ours - {MARKER}), TFLITE_FILE, LITE_JSON], name=run_dir.name)
+        return path
     tmp = run_dir / f".{SAVED_MODEL_DIR}.tmp"
     final = run_dir / SAVED_MODEL_DIR
     try:

@@ -72,14 +72,6 @@ def write_marker(path: Path, files: list[str], kind: str = "run", **identity) ->
     tmp.replace(path / name)
 
 
-def add_to_marker(path: Path, *names: str, kind: str = "run") -> None:
-    """Add entries tfrnn has just written into ``path`` to its marker."""
-    marker = read_marker(path, kind)
-    if marker is not None:
-        identity = {k: v for k, v in marker.items() if k not in ("tfrnn", "files")}
-        write_marker(path, [*marker["files"], *names], kind, **identity)
-
-
 def _legacy_run(path: Path) -> bool:
     """A run folder an earlier tfrnn wrote (no marker): only its known files, and a
     metrics.json that tfrnn's reader accepts, with tfrnn's own fields."""
