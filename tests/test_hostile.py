@@ -230,3 +230,13 @@ def test_ctrl_c_before_the_first_epoch_keeps_nothing_and_says_so(tmp_path):
     assert result.exit_code == 130
     assert "nothing was kept" in result.stderr and "--resume" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_generation_never_writes_unk_and_says_how_long_a_long_one_takes(small_run):
+    hot = run_cli("generate", small_run["dir"], "--prompt", "it", "--chars", 400, "--temperature", 1e6)
+    text = hot.stdout.rstrip("\n")
+    assert hot.exit_code == 0 and len(text) == 402 and "?" not in text  # <unk> shows as '?'
+    long = run_cli("generate", small_run["dir"], "--prompt", "it", "--chars", 25_000)
+    assert long.exit_code == 0 and len(long.stdout.rstrip("\n")) == 25_002
+    assert "generating 25,000 characters x 1 (about " in long.stderr

@@ -128,6 +128,8 @@ TRAIN = {name: ranged(allowed) for name, allowed in TRAIN_RANGES.items()}
 COUNT = ranged(POSITIVE_INT)
 WINDOW = ranged(POSITIVE_INT, serving.WINDOW_MESSAGE)
 #: `tfrnn score` says how long it will take for texts longer than this.
+#: Generations longer than this (characters x prompts) say first about how long they take.
+LONG_GENERATION = 20_000
 LONG_TEXT = 100_000
 #: Seeds TensorFlow and NumPy both take.
 SEED = click.IntRange(0, 2**31 - 1)
@@ -564,6 +566,9 @@ def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> No
     if note:
         click.echo(note, err=True)
     batch = [p for p in prompts for _ in range(num_samples)]
+    if chars * len(batch) > LONG_GENERATION:  # say what it is doing, and for about how long
+        seconds = serving.generation_seconds(loaded, chars, len(batch))
+        click.echo(f"generating {chars:,} characters x {len(batch)} (about {seconds:,.0f} s)...", err=True)
     for text in serving.generate(loaded, batch, chars, temperature, seed, top_k):
         click.echo(text)
 

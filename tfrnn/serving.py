@@ -131,3 +131,12 @@ def scoring_seconds(loaded, text: str, length: int, sample: int = 2_000) -> floa
     started = time.perf_counter()
     score(loaded, [text[:sample]])
     return length * (time.perf_counter() - started) / min(sample, len(text))
+
+
+def generation_seconds(loaded, num_chars: int, batch: int = 1, sample: int = 300) -> float:
+    """About how long generating ``num_chars`` characters for ``batch`` prompts takes (a
+    timed sample after a first call that pays the one-time start-up)."""
+    loaded.generate(["x"] * batch, 20, 0.0, 0)
+    started = time.perf_counter()
+    loaded.generate(["x"] * batch, sample, 0.0, 0)
+    return num_chars * (time.perf_counter() - started) / sample
