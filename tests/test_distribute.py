@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import run_cli, subprocess_env
 from tests.test_errors import assert_one_line_error
+from tests.test_fit import RUN_FILES
 
 FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "2", "--no-profile", "-q"]
 
@@ -32,17 +33,6 @@ def _free_ports(n: int) -> list[int]:
 def _history(run) -> list[dict]:
     with open(run / "history.csv") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-RUN_FILES = {
-    "model.keras",
-    "saved_model",
-    "vocab.json",
-    "history.csv",
-    "metrics.json",
-    "curves.png",
-    ".tfrnn-run.json",
-}
 
 
 @pytest.mark.slow

@@ -163,6 +163,21 @@ def cli() -> None:
     """
 
 
+def _choice(name: str, choices, help: str, **kwargs):
+    """An option taking one of ``choices`` (None unless given: the preset's default)."""
+    return click.option(
+        name, type=click.Choice(choices), default=kwargs.pop("default", None), help=help, **kwargs
+    )
+
+
+VOCAB_DEFAULT = "[hw4 on the study's book: letters; book preset or any other text: chars]"
+
+
+def _vocab_option(what: str):
+    """--vocab, as fit, compare and tune take it."""
+    return _choice("--vocab", VOCABS, f"{what}  {VOCAB_DEFAULT}")
+
+
 def _strategy_option(choices, extra: str):
     """The --strategy option, offering ``choices``; ``extra`` ends its help text."""
     return click.option(
@@ -199,11 +214,10 @@ def _train_option(field: str, **kwargs):
 
 
 @cli.command()
-@click.option(
+@_choice(
     "--cell",
-    type=click.Choice(CELLS),
-    default=None,
-    help=f"Recurrent cell: SimpleRNN, GRU or LSTM.  [{_hw4('cell')}]",
+    CELLS,
+    f"Recurrent cell: SimpleRNN, GRU or LSTM.  [{_hw4('cell')}]",
 )
 @_train_option("units", help=f"Hidden units per layer.  [{_hw4('units')}]")
 @_train_option("layers", help=f"Stacked recurrent layers.  [{_hw4('layers')}]")
@@ -212,11 +226,10 @@ def _train_option(field: str, **kwargs):
     help="Dropout rate, in [0, 1).  [hw4: 0.5 for stacks, else 0; book: "
     f"{PRESET_DEFAULTS['book']['dropout']}]",
 )
-@click.option(
+@_choice(
     "--dropout-at",
-    type=click.Choice(DROPOUT_PLACES),
-    default=None,
-    help="between: dropout between stacked layers only (the study); all: also on the input "
+    DROPOUT_PLACES,
+    "between: dropout between stacked layers only (the study); all: also on the input "
     f"embedding and the last layer's output.  [{_hw4('dropout_at', 'between')}]",
 )
 @_train_option(
@@ -239,15 +252,11 @@ def _train_option(field: str, **kwargs):
     "as one sequence each with the state carried through; its defaults are the best model "
     "found for 15 minutes of training on 2 CPU cores.",
 )
-@click.option(
-    "--vocab",
-    type=click.Choice(VOCABS),
-    default=None,
-    help="letters: the study's 28 tokens (a-z, space, <unk>; every run of other characters "
+@_vocab_option(
+    "letters: the study's 28 tokens (a-z, space, <unk>; every run of other characters "
     "becomes one space, lower-cased). chars: every character of the training text as it is "
     "(case, punctuation, digits, line breaks, any script); rarer ones (see --min-count, "
-    "--max-vocab) and ones never seen in training are read as <unk> and counted.  [hw4 on "
-    "the study's book: letters; book preset or any other text: chars]",
+    "--max-vocab) and ones never seen in training are read as <unk> and counted."
 )
 @_train_option(
     "min_count",
@@ -275,11 +284,10 @@ def _train_option(field: str, **kwargs):
     help="book: keep an exponential moving average of the weights with this momentum (e.g. "
     f"0.99), and validate, keep and export the average.  [{_hw4('ema', 0)}]",
 )
-@click.option(
+@_choice(
     "--schedule",
-    type=click.Choice(SCHEDULES),
-    default=None,
-    help="Learning rate: constant; cosine = warm-up over the first epoch, then cosine decay to 0 "
+    SCHEDULES,
+    "Learning rate: constant; cosine = warm-up over the first epoch, then cosine decay to 0 "
     "at the last epoch; plateau = halved whenever validation loss does not improve.  "
     f"[{_hw4('schedule', 'constant')}]",
 )
@@ -341,11 +349,10 @@ def _train_option(field: str, **kwargs):
     is_flag=True,
     help="Skip the FLOPs counts and speed timings stored in metrics.json (saves seconds).",
 )
-@click.option(
+@_choice(
     "--xla",
-    type=click.Choice(XLA_SETTINGS),
-    default=None,
-    help="Compile the training step with XLA. auto: off where tfrnn's compiled recurrence "
+    XLA_SETTINGS,
+    "Compile the training step with XLA. auto: off where tfrnn's compiled recurrence "
     "trains the model (float32, batches of 256 or more, on a CPU with a C++ compiler: built "
     "once for the CPU, ~30 s; $TFRNN_KERNEL=off turns it off), else on a CPU for layers of "
     "at most 64 units, "
@@ -353,11 +360,10 @@ def _train_option(field: str, **kwargs):
     "compiling (~10-20 s, once). on: XLA and Keras' loops.  "
     "[default: $TFRNN_XLA or auto]",
 )
-@click.option(
+@_choice(
     "--precision",
-    type=click.Choice(PRECISIONS),
-    default=None,
-    help="Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32 weights, logits "
+    PRECISIONS,
+    "Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32 weights, logits "
     "and loss; measured 2.5-7.2x slower than float32 on a CPU without AMX (README "
     '"Training speed"): measure before using it. The SavedModel serves in float32 either '
     "way.  [default: float32]",
@@ -704,22 +710,16 @@ def profile(run_dir, cell, units, layers, embedding, preset, vocab_size, no_spee
 @click.option("--cells", default=None, help="Comma-separated cells, e.g. gru,lstm.")
 @click.option("--units", default=None, help="Comma-separated widths, e.g. 8,16,32.  [default: 32]")
 @click.option("--layers", default=None, help="Comma-separated depths, e.g. 1,3.  [default: 1]")
-@click.option(
+@_choice(
     "--preset",
-    type=click.Choice(PRESETS),
-    default=None,
-    help="Training preset of an options grid.  [default: hw4]",
+    PRESETS,
+    "Training preset of an options grid.  [default: hw4]",
 )
 @click.option("--epochs", type=COUNT, default=None, help="Override every model's epochs (a quick look).")
 @click.option(
     "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
 )
-@click.option(
-    "--vocab",
-    type=click.Choice(VOCABS),
-    default=None,
-    help="Every model's vocabulary (see `tfrnn fit --help`).  [hw4 on the study's book: letters; else chars]",
-)
+@_vocab_option("Every model's vocabulary (see `tfrnn fit --help`).")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
 )
@@ -856,13 +856,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, vocab, out, s
 @click.option(
     "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
 )
-@click.option(
-    "--vocab",
-    type=click.Choice(VOCABS),
-    default=None,
-    help="The vocabulary of every trial (see `tfrnn fit --help`).  [hw4 on the study's book: "
-    "letters; else chars]",
-)
+@_vocab_option("The vocabulary of every trial (see `tfrnn fit --help`).")
 @click.option(
     "--chief",
     default=None,
