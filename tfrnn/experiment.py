@@ -393,3 +393,71 @@ def _train_as_worker(config, paths, data, strategy, verbose, overwrite, resume, 
     history = read_history(result.history_csv)
     shutil.rmtree(work, ignore_errors=True)
     return {"name": config.name, "worker": True, "final_val_perplexity": history[-1]["val_perplexity"]}
+
+
+def config_from_run(init_from: Path, preset: str, study_text: bool, options: dict) -> TrainConfig:
+    """The configuration of a run fine-tuned from ``init_from``: that run's architecture and
+    vocabulary (given options must agree with them), checked before anything is written."""
+    options = {**options, **architecture_of(init_from, options), "init_from": str(init_from)}
+    config = TrainConfig.resolve(preset, study_text=study_text, **options)
+    check_init_from(config)
+    return config
+
+
+def start_line(config: TrainConfig) -> str:
+    """What ``tfrnn fit`` says as a run starts."""
+    return (
+        f"training {config.name}: {config.optimizer} lr {config.lr:g} ({config.schedule}), "
+        f"{config.epochs} epochs, batch {config.batch_size} x {config.num_steps} steps"
+        f"{' (state carried)' if config.carry_state else ''}, clip {config.clip or 'off'}, seed {config.seed}"
+        f", {config.vocab} vocabulary"
+        + (f", budget {config.time_budget:g} min" if config.time_budget else "")
+        + (f", from {config.init_from}" if config.init_from else "")
+    )
+
+
+def interrupted(paths: RunPaths) -> TfrnnError:
+    """The one line for a run interrupted by Ctrl-C; a partial folder without a completed
+    epoch is removed (there is nothing to resume)."""
+    from tfrnn.errors import Interrupted
+
+    if paths.completed_epochs():
+        return Interrupted(
+            f"interrupted; completed epochs are kept in {paths.partial}: "
+            "run the same command with --resume to continue"
+        )
+    paths.discard()
+    return Interrupted("interrupted before the first epoch completed; nothing was kept")
+
+
+def result_lines(m: dict, final: Path) -> list[str]:
+    """What ``tfrnn fit`` says when a run has finished (or a multi-worker worker has)."""
+    if m.get("worker"):
+        return [
+            f"worker done (validation perplexity {m['final_val_perplexity']:.3f}); "
+            "the chief writes the run folder"
+        ]
+    p = m["parameters"]
+    vocab = f"{m.get('vocabulary', {}).get('kind', 'letters')} vocabulary"
+    if m["test_perplexity"] is not None:  # book: the best epoch's weights, parts read whole
+        head = (
+            f"\n{m['name']}: kept epoch {m['best_epoch']}: validation perplexity "
+            f"{m['best_val_perplexity']:.3f}, test perplexity {m['test_perplexity']:.3f} "
+            f"({m.get('test_bits_per_character', float('nan')):.3f} bits per character, {vocab}; "
+            "each part read as one sequence, the state carried)"
+        )
+    else:
+        head = (
+            f"\n{m['name']}: validation perplexity {m['final_val_perplexity']:.3f} "
+            f"(best {m['best_val_perplexity']:.3f} at epoch {m['best_epoch']}; "
+            f"{m.get('final_val_bits_per_character', float('nan')):.3f} bits per character, {vocab})"
+        )
+    stopped = "" if m["stopped_by"] == "epochs" else f", stopped by the {m['stopped_by']}"
+    lines = [
+        head,
+        f"trained {m['epochs_run']} epochs in {m['training_seconds']:.1f} s "
+        f"({m['median_epoch_seconds']:.2f} s/epoch{stopped}); parameters {p['total']:,} "
+        f"(recurrent: {p['recurrent_keras']:,} Keras, {p['recurrent_study']:,} study convention)",
+    ]
+    lines += [f"  {prompt!r} -> {text!r}" for prompt, text in m["continuations"].items()]
+    return [*lines, f"saved {final}"]

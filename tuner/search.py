@@ -191,6 +191,27 @@ def retrain_best(
     return run_training(config, paths, log=log, profile=False, **run_options) | {"run_dir": paths.final}
 
 
+def project_lock(directory: Path, project: str):
+    """The lock a search holds on its project while it runs (``tfrnn.rundir.exclusive``)."""
+    from tfrnn.rundir import exclusive
+
+    return exclusive(directory / f".{project}.lock", f"the tuning project {directory / project}")
+
+
+def report_search(tuner, folder: Path, vocab: str) -> list[str]:
+    """Write the search's results into ``folder`` (results.csv, results.json, the plot) and
+    return the lines ``tfrnn tune`` prints: the vocabulary, the trial table, where they are."""
+    rows = trial_rows(tuner)
+    if not rows:
+        raise TfrnnError("the search ran no trial")
+    write_results(rows, folder)
+    return [
+        f"\nvocabulary: {vocab} (validation perplexity of that vocabulary)",
+        *trial_table(rows),
+        f"results: {folder}/results.csv, results.json, val_ppl_vs_params.png",
+    ]
+
+
 def trial_table(rows: list[dict]) -> list[str]:
     """The trial table's lines, as ``tfrnn tune`` prints it."""
     lines = [
