@@ -114,12 +114,12 @@ def test_the_book_ships_inside_tfrnn_and_is_used_without_tfrnn_data(monkeypatch,
 
 
 def test_a_damaged_embedded_book_is_refused(tmp_path, monkeypatch):
-    from tfrnn import data
+    from tfrnn import texts
 
     bad = tmp_path / "timemachine.txt"
     bad.write_text("something else")
     monkeypatch.delenv("TFRNN_DATA")
-    monkeypatch.setattr(data, "embedded_book", lambda: bad)
+    monkeypatch.setattr(texts, "embedded_book", lambda: bad)
     with pytest.raises(DataError, match=f"checksum mismatch.*expected {BOOK_SHA1}"):
         book_path()
 

@@ -127,6 +127,7 @@ def test_it_is_off_when_asked_and_reports_why(monkeypatch):
 
 
 def test_without_a_compiler_or_with_a_failing_build_keras_loops_train(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFRNN_KERNEL", "auto")  # (the fast tier sets it off: nothing here compiles)
     monkeypatch.setattr(kernel, "_state", {})
     monkeypatch.setattr(kernel, "_compiler", lambda: None)
     assert kernel.load() is None and kernel.status().startswith("no C++ compiler found")

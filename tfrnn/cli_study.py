@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tfrnn.cli import (
+from tfrnn.cli_common import (
     COUNT,
     DATA,
     DATA_HELP,

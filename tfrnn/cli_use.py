@@ -10,7 +10,16 @@ from pathlib import Path
 import click
 
 from tfrnn import serving
-from tfrnn.cli import COUNT, LONG_GENERATION, LONG_TEXT, SEED, WINDOW, cli, import_tensorflow_quietly, ranged
+from tfrnn.cli_common import (
+    COUNT,
+    LONG_GENERATION,
+    LONG_TEXT,
+    SEED,
+    WINDOW,
+    cli,
+    import_tensorflow_quietly,
+    ranged,
+)
 from tfrnn.errors import TfrnnError
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from tfrnn.errors import ConfigError
 
 CELLS = ("rnn", "gru", "lstm")
+#: Gate blocks per cell: the width of its kernels is GATES[cell] x units.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Learning-rate schedules: constant, warm-up (first epoch) then cosine decay to zero, or
 #: halving when the validation loss stalls.

@@ -38,3 +38,11 @@ def cpu_summary() -> str:
 
 if __name__ == "__main__":
     print(cpu_summary())
+
+
+def has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU (the one check tfrnn makes: tfrnn.plan, tfrnn.kernel and
+    the LSTM layer ask it)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))

@@ -29,34 +29,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfrnn.models import float32_copy, recurrent_layers
+from tfrnn.models import serving_layers, step
 from tfrnn.serving import MAX_CHARS
 from tfrnn.vocab import CHARS, NON_LETTERS, UNK, Vocab
 
 _STRING = tf.TensorSpec(None, tf.string)
 _INT = tf.TensorSpec([], tf.int32)
 _FLOAT = tf.TensorSpec([], tf.float32)
-
-
-def serving_layers(model: keras.Model):
-    """The input layer, recurrent cells and logits layer that serve ``model``, in float32.
-
-    Only layers and cells are tracked, never the Keras model: saving a model also traces its
-    own forward pass, whose recurrent layers may pick cuDNN on a GPU."""
-    model = float32_copy(model)  # a mixed-precision model serves in float32
-    names = [layer.name for layer in model.layers]
-    input_layer = model.get_layer("embedding" if "embedding" in names else "one_hot")
-    return input_layer, [layer.cell for layer in recurrent_layers(model)], model.get_layer("logits")
-
-
-def step(input_layer, cells, output_layer, ids, states):
-    """One character for every row: ids ``[B]`` -> logits ``[B, V]`` and new states."""
-    x = input_layer(ids[:, None])[:, 0, :]
-    new_states = []
-    for cell, state in zip(cells, states):
-        x, state = cell(x, state, training=False)
-        new_states.append(list(state) if isinstance(state, (list, tuple)) else [state])
-    return output_layer(x), new_states
 
 
 class TextModel(tf.Module):

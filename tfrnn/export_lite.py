@@ -19,8 +19,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfrnn.export import serving_layers
-from tfrnn.export import step as one_step
+from tfrnn.models import serving_layers
+from tfrnn.models import step as one_step
 from tfrnn.vocab import Vocab
 
 TFLITE_FILE = "model.tflite"

@@ -379,7 +379,7 @@ def unavailable(batch_size: int) -> str | None:
     """Why the compiled ops cannot run batches of ``batch_size`` rows here (too few rows for
     ``MIN_BATCH``, a GPU, or ``status``), or None when they can. ``$TFRNN_KERNEL=on`` uses
     them for any batch, and raises instead of falling back."""
-    from tfrnn.plan import has_gpu
+    from tfrnn.cpu import has_gpu
 
     forced = setting() == "on"
     if batch_size < MIN_BATCH and not forced:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfrnn.config import TrainConfig
+from tfrnn.config import GATES, TrainConfig
 from tfrnn.data import VOCAB_SIZE
 from tfrnn.errors import ConfigError
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 FLOAT = 4
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tfrnn.config import TrainConfig, xla_setting
+from tfrnn.cpu import has_gpu
 
 IMPLEMENTATIONS = ("compiled", "keras-xla", "cudnn", "keras")
 
@@ -51,13 +52,6 @@ class RecurrencePlan:
 
     def as_dict(self) -> dict:
         return {"implementation": self.implementation, "reason": self.reason}
-
-
-def has_gpu() -> bool:
-    """Whether TensorFlow sees a GPU (the one check tfrnn makes)."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def kernel_unavailable(config: TrainConfig) -> str | None:

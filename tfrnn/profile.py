@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tfrnn.config import GATES
 from tfrnn.data import VOCAB_SIZE
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _ELEMENTWISE_FLOPS = {"rnn": 2, "gru": 14, "lstm": 12}
 _STUDY_ELEMENTWISE = {"rnn": 1, "gru": 7, "lstm": 10}
 STUDY_SEQUENCE = 1024

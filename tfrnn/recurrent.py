@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import layers as kl
 
 from tfrnn import kernel
-from tfrnn.plan import has_gpu
+from tfrnn.cpu import has_gpu
 
 
 def _project(x_tm: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:

@@ -20,17 +20,12 @@ import re
 from dataclasses import dataclass
 
 from tfrnn.errors import DataError, one_line
+from tfrnn.texts import PREFIX, is_tfds  # noqa: F401  (re-exported)
 
-PREFIX = "tfds:"
 SYNTAX = "tfds:NAME[/CONFIG][:SPLIT][#FEATURE]"
 #: The split names that map onto the book preset's train, validation and test parts.
 PARTS = ("train", "validation", "test")
 _NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?")
-
-
-def is_tfds(source: object) -> bool:
-    """Whether ``source`` (a ``--data`` value) names a TFDS dataset."""
-    return isinstance(source, str) and source.startswith(PREFIX)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from bench import find_torch_python, parse_model  # noqa: E402
 from tfrnn.measure import CHILD_PRELUDE, median_seconds, read_json_line  # noqa: E402
 
 BATCH, STEPS, VOCAB = 1024, 32, 28
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from tfrnn.config import GATES  # noqa: E402
 
 TORCH_CHILD = """
 import json, sys, torch

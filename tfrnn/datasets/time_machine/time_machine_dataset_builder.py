@@ -16,8 +16,8 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from tfrnn.data import BOOK_URL, embedded_book, local_book
 from tfrnn.errors import DataError
+from tfrnn.texts import BOOK_URL, embedded_book, local_book
 
 
 def _matches(path: Path, size: int, sha256: str) -> bool:
