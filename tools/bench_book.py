@@ -43,9 +43,11 @@ runpy.run_module("tfrnn", run_name="__main__")
 """
 
 
-def run_tfrnn(cell, units, layers, dropout, budget, extra: list[str], vocab: str = "chars") -> dict:
+def run_tfrnn(
+    cell, units, layers, dropout, budget, extra: list[str], vocab: str = "chars", keep: Path | None = None
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
+        out = keep if keep is not None else Path(tmp) / "run"
         args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
         args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
         args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument(
         "--vocab", choices=("letters", "chars"), default="chars", help="both sides' vocabulary (tfrnn.vocab)"
     )
+    ap.add_argument("--keep-run", type=Path, default=None, help="keep tfrnn's run folder here (a new folder)")
     ap.add_argument("extra", nargs="*", help="options for tfrnn fit (after --)")
     a = ap.parse_args()
 
@@ -102,7 +105,9 @@ def main() -> None:
     for rep in range(a.repeats):
         for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):
             if side == "tfrnn":
-                runs[side].append(run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab))
+                keep = a.keep_run if rep == 0 else None
+                mine = run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab, keep)
+                runs[side].append(mine)
             elif torch_python:
                 peer = run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data, a.vocab)
                 runs[side].append(peer)
