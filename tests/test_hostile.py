@@ -240,3 +240,28 @@ def test_generation_never_writes_unk_and_says_how_long_a_long_one_takes(small_ru
     long = run_cli("generate", small_run["dir"], "--prompt", "it", "--chars", 25_000)
     assert long.exit_code == 0 and len(long.stdout.rstrip("\n")) == 25_002
     assert "generating 25,000 characters x 1 (about " in long.stderr
+
+
+@pytest.mark.slow
+def test_score_says_which_letters_the_study_s_cleaning_turns_into_spaces(small_run, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    text = tmp_path / "accents.txt"
+    text.write_text("le café du naïf, près de l'hôtel " * 10, encoding="utf-8")
+    result = run_cli("score", small_run["dir"], "--text-file", text)
+    assert result.exit_code == 0
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "read as spaces (letters vocabulary)" in notes[0]
+    assert "'é' x" in notes[0] and "'ï' x" in notes[0] and "'è' x" in notes[0] and "'ô' x" in notes[0]
+    # the installed command, as a user runs it: nothing but its own lines on stderr
+    env = {k: v for k, v in subprocess_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfrnn", "generate", str(small_run["dir"]), "--prompt", "it has"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -48,8 +48,14 @@ def test_training_step_is_traced_in_the_first_epoch_only(tmp_path):
 
 
 def test_xla_policy(monkeypatch):
+    from tfrnn.cpu import has_gpu
+    from tfrnn.plan import plan
+
     monkeypatch.delenv("TFRNN_XLA", raising=False)
     gru = TrainConfig.resolve("hw4", cell="gru", units=32)
+    if has_gpu():  # a GPU: Keras' cuDNN kernel, no XLA unless asked for
+        assert plan(gru).implementation == "cudnn" and not use_xla(gru) and use_xla(gru, "on")
+        return
     if kernel.load() is not None:  # the compiled recurrence trains it instead (XLA can't compile it)
         assert not use_xla(gru) and not use_xla(gru, "off") and use_xla(gru, "on")
     monkeypatch.setenv("TFRNN_KERNEL", "off")  # where it is not available: Keras' loops

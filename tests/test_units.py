@@ -148,3 +148,32 @@ def test_a_run_saved_before_an_option_existed_resumes_as_the_same_run(tmp_path):
     assert paths.differences(config) == []
     other = {**config, "precision": "mixed_bfloat16"}
     assert paths.differences(other) == ["precision 'float32' vs 'mixed_bfloat16'"]
+
+
+def test_the_data_stage_checks_and_loads_without_writing(tmp_path, monkeypatch):
+    """experiment.prepare: the first stage alone, before any folder exists."""
+    from tfrnn.config import TrainConfig
+    from tfrnn.errors import ConfigError
+    from tfrnn.experiment import prepare
+
+    monkeypatch.chdir(tmp_path)
+    said = []
+    run = prepare(TrainConfig.resolve("hw4", units=4, epochs=1), None, log=said.append)
+    assert run.corpus.vocab.kind == "letters" and run.splits.sizes == {"train": 10_000, "val": 5_000}
+    assert run.initial_weights is None and run.result is None and said[0].startswith("data: ")
+    with pytest.raises(ConfigError, match="GiB available"):
+        prepare(TrainConfig.resolve("hw4", units=1_000_000, epochs=1), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_memory_check_counts_parameters_as_keras_does(cell):
+    """memory.parameter_count (from the shapes, before anything is built) equals the built
+    model's count, one-hot or embedded input, one layer or a stack, any vocabulary size."""
+    from tfrnn.config import TrainConfig
+    from tfrnn.memory import parameter_count
+    from tfrnn.models import build_model
+
+    for layers, embedding, vocab_size in ((1, None, 28), (3, 16, 95), (2, None, 300)):
+        config = TrainConfig.resolve("hw4", cell=cell, units=12, layers=layers, embedding=embedding)
+        assert parameter_count(config, vocab_size) == build_model(config, vocab_size).count_params()

@@ -8,8 +8,8 @@ model. With one stream that is exactly the one-sequence figure (``tfrnn score`` 
 text gives it too). With several, stream ``s`` covers its own slice of the text but starts
 reading ``burn_in`` characters before it, uncounted, so its state is warm when its slice
 begins: the figure then stays within a small fraction of a percent of the one-stream one
-(``tests/test_evaluate.py``) at a fraction of the time, which is how validation runs after
-every epoch.
+(``tests/test_wholetext.py``: ``test_book_run_reports_one_sequence_figures_of_its_best_epoch``)
+at a fraction of the time, which is how validation runs after every epoch.
 """
 
 from __future__ import annotations

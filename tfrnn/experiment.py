@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfrnn.config import TrainConfig, with_defaults
@@ -104,12 +106,38 @@ def run_training(
 
 
 def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, profile, strategy, xla) -> dict:
-    """``run_training``'s work, with the run held by this process."""
+    """``run_training``'s work, with the run held by this process: its stages in order."""
     if resume and paths.completed_epochs() > config.epochs:
         raise ConfigError(
             f"the interrupted run in {paths.partial} already completed {paths.completed_epochs()} "
             f"epochs: resume it with --epochs {paths.completed_epochs()} or more"
         )
+    run = prepare(config, data, log)
+    if paths.begin(run_identity(config, run.corpus), resume=resume):
+        log(f"resuming the interrupted run in {paths.partial}")
+    train_stage(run, paths, tensorboard, verbose, callbacks, strategy, xla)
+    evaluate_stage(run, strategy, log)
+    write_stage(run, paths.partial, profile, log)
+    paths.commit()
+    return run.metrics
+
+
+@dataclass
+class Run:
+    """What one run's stages hand each other: data → model → fit → evaluate → export."""
+
+    config: TrainConfig
+    corpus: Corpus
+    splits: object
+    initial_weights: list | None = None
+    result: object = None  # tfrnn.train.FitResult
+    history: list = dataclasses.field(default_factory=list)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def prepare(config: TrainConfig, data, log=print) -> Run:
+    """The data stage: the text as ids, its pipelines and the weights to start from, every
+    check that can fail done before anything is written."""
     check_fits(config)  # a lower bound (the letters' 28 tokens), before the data's windows exist
     corpus, splits = load_data(config, data)
     check_fits(config, len(corpus.vocab))
@@ -122,34 +150,38 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
     note = unknown_line(corpus)
     if note:
         log(note)
-    initial = init_weights(config)  # before any folder: a run that cannot start leaves none
-    resumed = paths.begin(run_identity(config, corpus), resume=resume)
-    if resumed:
-        log(f"resuming the interrupted run in {paths.partial}")
-    from tfrnn.export import export_saved_model  # deferred: imports TensorFlow
-    from tfrnn.profile import measure_speed, profile_config
+    return Run(config, corpus, splits, init_weights(config))
+
+
+def train_stage(run: Run, paths: RunPaths, tensorboard, verbose, callbacks, strategy, xla) -> None:
+    """The model and fit stages, in the partial folder; a failure keeps what can be resumed."""
     from tfrnn.train import fit
 
     try:
-        result = fit(
-            config,
-            splits,
-            len(corpus.vocab),
+        run.result = fit(
+            run.config,
+            run.splits,
+            len(run.corpus.vocab),
             paths.partial,
             tensorboard,
             verbose,
             callbacks,
             strategy,
             xla,
-            initial_weights=initial,
+            initial_weights=run.initial_weights,
         )
     except TrainingDiverged:
         paths.discard()
         raise
     except (MemoryError, tf_errors()) as exc:  # out of memory, or any other TensorFlow failure
         raise training_failed(exc, paths) from None
-    model = result.model
-    history = read_history(result.history_csv)
+    run.history = read_history(run.result.history_csv)
+
+
+def evaluate_stage(run: Run, strategy=None, log=print) -> None:
+    """The evaluation stage: the figures of ``metrics.json`` (carried-state validation and
+    test for the book preset, continuations, parameters, bits per character)."""
+    corpus, splits, model = run.corpus, run.splits, run.result.model
     extra = {
         "data": {
             "source": corpus.source,
@@ -160,35 +192,37 @@ def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, pr
         },
         "vocabulary": corpus.vocab.as_dict(),
         "test_perplexity": None,
-        "training_step": result.settings,
+        "training_step": run.result.settings,
     }
     if splits.streams:
-        extra.update(carried_figures(config, model, splits, len(corpus.vocab), log))
+        extra.update(carried_figures(run.config, model, splits, len(corpus.vocab), log))
     extra["continuations"] = study_continuations(model, corpus.vocab)
     if strategy is not None:
-        extra["strategy"] = {
-            "name": type(strategy).__name__,
-            "replicas": strategy.num_replicas_in_sync,
-        }
-    metrics = summarize(config, history, parameter_counts(model), extra)
+        extra["strategy"] = {"name": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    metrics = summarize(run.config, run.history, parameter_counts(model), extra)
     metrics.update(extra)  # the one-stream best validation figure replaces the per-epoch one
-    metrics.update(bits_per_character(metrics))
+    run.metrics = {**metrics, **bits_per_character(metrics)}
 
-    work = paths.partial
+
+def write_stage(run: Run, work: Path, profile: bool = True, log=print) -> None:
+    """The export, profile and report stage: every file of the run folder into ``work``."""
+    from tfrnn.export import export_saved_model  # deferred: imports TensorFlow
+
+    model, vocab = run.result.model, run.corpus.vocab
     model.save(work / "model.keras")
-    saved = export_saved_model(model, corpus.vocab, work / SAVED_MODEL_DIR)
+    saved = export_saved_model(model, vocab, work / SAVED_MODEL_DIR)
     if profile:
-        log("profiling (tf.profiler FLOPs, generation and scoring speed)...")
         import tensorflow as tf
 
-        metrics["profile"] = profile_config(config, len(corpus.vocab)).as_dict()
-        metrics["speed"] = measure_speed(tf.saved_model.load(str(saved)))
-    (work / "vocab.json").write_text(corpus.vocab.to_json())
-    write_history(history, work / "history.csv")
-    (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves(history, work / "curves.png", f"{config.name} ({config.preset} preset)")
-    paths.commit()
-    return metrics
+        from tfrnn.profile import measure_speed, profile_config
+
+        log("profiling (tf.profiler FLOPs, generation and scoring speed)...")
+        run.metrics["profile"] = profile_config(run.config, len(vocab)).as_dict()
+        run.metrics["speed"] = measure_speed(tf.saved_model.load(str(saved)))
+    (work / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+    write_history(run.history, work / "history.csv")
+    (work / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
+    plot_curves(run.history, work / "curves.png", f"{run.config.name} ({run.config.preset} preset)")
 
 
 def bits_per_character(metrics: dict) -> dict:

@@ -197,7 +197,7 @@ def export_run(run_dir: Path, fmt: str = "savedmodel") -> Path:
         raise TfrnnError(f"{run_dir} is not a tfrnn run folder (no .tfrnn-run.json): nothing was written")
     try:
         model = keras.saving.load_model(run_dir / "model.keras")
-        vocab = Vocab.from_json((run_dir / "vocab.json").read_text())
+        vocab = Vocab.from_json((run_dir / "vocab.json").read_text(encoding="utf-8"))
     except Exception as exc:  # a truncated zip, damaged JSON, ...: Keras raises many kinds
         raise TfrnnError(
             f"{run_dir}/model.keras cannot be loaded ({one_line(exc, 160)}): the run folder is damaged"
