@@ -36,7 +36,8 @@ from tfrnn.measure import CHILD_PRELUDE, read_json_line, read_peak  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 LITE_CHILD = """
-import time; started = time.perf_counter()
+import json, time
+started = time.perf_counter()
 sys.modules["tensorflow"] = None; sys.modules["keras"] = None
 from tfrnn.lite import LiteModel
 m = LiteModel(sys.argv[1])
@@ -51,7 +52,8 @@ print(json.dumps({"chars_per_s": chars / s, "cold_start_s": cold}))
 """
 
 SAVED_CHILD = """
-import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import json, os, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow as tf
 m = tf.saved_model.load(sys.argv[1] + "/saved_model"); chars = int(sys.argv[2])
 m.generate(["the time traveller"], 50, 0.0, 0)
@@ -62,6 +64,7 @@ print(json.dumps({"chars_per_s": chars / s}))
 """
 
 TORCH_CHILD = """
+import json, os, time
 import numpy as np, torch
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 w = np.load(sys.argv[1], allow_pickle=True).item(); chars = int(sys.argv[2]); cell = w["cell"]
