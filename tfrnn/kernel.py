@@ -183,9 +183,11 @@ def build_key(compiler: str) -> dict:
     }
 
 
-def library_path(compiler: str) -> Path:
-    """The cached library for this key (source, TensorFlow, compiler, flags, CPU)."""
-    digest = hashlib.sha256(json.dumps(build_key(compiler), sort_keys=True).encode()).hexdigest()
+def library_path(compiler: str, key: dict | None = None) -> Path:
+    """The cached library for this key (source, TensorFlow, compiler, flags, CPU); ``key``:
+    ``build_key(compiler)`` when the caller has it already (it runs the compiler once)."""
+    key = build_key(compiler) if key is None else key
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return cache_dir() / f"recurrence-{digest[:16]}.so"
 
 
@@ -303,10 +305,9 @@ def _self_check(target: Path) -> tuple[str | None, str]:
     return f"its self-check failed ({last[:200]})", log
 
 
-def _prepare(compiler: str, path: Path) -> dict:
+def _prepare(compiler: str, key: dict, path: Path) -> dict:
     """Build and self-check the library at ``path``, under the lock; returns the state to
     record. Called only when no valid state is recorded for it."""
-    key = build_key(compiler)
     _say("compiling the fused recurrence for this CPU (once; ~30-60 s)...")
     error, log = _compile(compiler, key, path)
     if error:
@@ -334,10 +335,17 @@ def load():
     return module
 
 
+def _stale(state: dict | None, path: Path) -> bool:
+    """Whether the library at ``path`` must be built anew: no record of it, or a library
+    changed since it was checked (cut short, replaced): tfrnn did not leave it so."""
+    return state is None or (state["state"] == "ok" and state.get("sha256") != _sha256(path))
+
+
 def _load_with(compiler: str):
     """The module for ``compiler``: from a recorded, checked library, or built and checked now."""
     try:
-        path = library_path(compiler)
+        key = build_key(compiler)
+        path = library_path(compiler, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(path.parent, os.W_OK):
             raise PermissionError(f"{path.parent} is not writable")
@@ -345,15 +353,13 @@ def _load_with(compiler: str):
         reason = exc.strerror or str(exc)
         return None, f"not compiled (cannot write {cache_dir()}: {reason})"
     state = _read_state(path)
-    if state is None or (state["state"] == "ok" and state.get("sha256") != _sha256(path)):
+    if _stale(state, path):
         try:
             with _locked(path, COMPILE_TIMEOUT + CHECK_TIMEOUT + 60):
                 state = _read_state(path)  # another process may have built it meanwhile
-                if state is None or (state["state"] == "ok" and state.get("sha256") != _sha256(path)):
-                    # a library with no record, or changed since it was checked (cut short,
-                    # replaced): tfrnn did not leave it so; build it anew
+                if _stale(state, path):
                     path.unlink(missing_ok=True)
-                    state = _prepare(compiler, path)
+                    state = _prepare(compiler, key, path)
                     _write_state(path, state)
                     if state["state"] == "failed":
                         _say(f"the compiled recurrence is not used: {state['reason']}; log: {state['log']}")
@@ -411,7 +417,7 @@ def describe() -> dict:
     info["compiler"] = compiler or _no_compiler()
     if compiler:
         key = build_key(compiler)
-        path = library_path(compiler)
+        path = library_path(compiler, key)
         state = _read_state(path)
         info.update(
             library=str(path),

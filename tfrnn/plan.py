@@ -92,7 +92,8 @@ def plan(config: TrainConfig, xla: str | None = None) -> RecurrencePlan:
         from tfrnn import kernel
 
         return RecurrencePlan("compiled", kernel.status())
-    if setting == "auto" and _xla_pays(config) is None:
+    why_no_xla = _xla_pays(config)
+    if setting == "auto" and why_no_xla is None:
         return RecurrencePlan(
             "keras-xla",
             f"no compiled recurrence ({why_not}); XLA for {config.units} units and "
@@ -100,4 +101,4 @@ def plan(config: TrainConfig, xla: str | None = None) -> RecurrencePlan:
         )
     if setting == "off":
         return RecurrencePlan("keras", f"{why_not}; XLA off")
-    return RecurrencePlan("keras", f"{why_not}; no XLA: {_xla_pays(config)}")
+    return RecurrencePlan("keras", f"{why_not}; no XLA: {why_no_xla}")
