@@ -458,7 +458,24 @@ def _register_gradient(module) -> None:
             hs, last, saved = module.tfrnn_recurrence(*op.inputs, cell=cell, save=True)
         _, h0, c0, kernel, _, _ = op.inputs
         d_last = tf.zeros_like(last) if d_last is None else d_last
-        return module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
+        dxp, dh0, dc0, dhp_n = module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
+        gru = cell in (b"gru", "gru")
+        return (dxp, dh0, dc0, *_weight_gradients(gru, dxp, dhp_n, hs, h0))
+
+
+def _weight_gradients(gru: bool, dxp, dhp_n, hs, h0):
+    """The recurrent kernel's and biases' gradients: over all steps at once, one matrix
+    product (TensorFlow's threaded MatMul) of the states before each step and the gradients
+    of ``h_prev U`` (``dxp``; GRU's last block is ``dhp_n``), instead of one thin product
+    per step inside the loop."""
+    import tensorflow as tf
+
+    units = tf.shape(hs)[2]
+    dhp = tf.concat([dxp[..., : 2 * units], dhp_n], axis=-1) if gru else dxp
+    h_prev = tf.concat([h0[:, None], hs[:, :-1]], axis=1)
+    width = tf.shape(dhp)[2]
+    d_kernel = tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(dhp, [-1, width]), transpose_a=True)
+    return d_kernel, tf.reduce_sum(dxp, axis=[0, 1]), tf.reduce_sum(dhp, axis=[0, 1])
 
 
 def gather_rows(table, ids):
