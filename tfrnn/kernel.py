@@ -458,7 +458,8 @@ def _register_gradient(module) -> None:
             hs, last, saved = module.tfrnn_recurrence(*op.inputs, cell=cell, save=True)
         _, h0, c0, kernel, _, _ = op.inputs
         d_last = tf.zeros_like(last) if d_last is None else d_last
-        dxp, dh0, dc0, dhp_n = module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
+        grads = module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
+        dxp, dh0, dc0, dhp_n = grads
         gru = cell in (b"gru", "gru")
         return (dxp, dh0, dc0, *_weight_gradients(gru, dxp, dhp_n, hs, h0))
 
