@@ -124,29 +124,76 @@ def generate(model, prompts, chars, temperature, top_k, seed, num_samples) -> No
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--text-file",
     type=click.Path(path_type=Path),
-    required=True,
-    help="UTF-8 text to score (cleaned like the training text).",
+    default=None,
+    help="UTF-8 text to score (cleaned like the training text).  [default: the test part "
+    "of the runs' own text (book-preset runs)]",
 )
 @click.option(
     "--window",
     type=WINDOW,
     default=None,
     help="Score (WINDOW + 1)-character windows, each from a zero state, as training "
-    "validates (hw4: 32).  [default: the whole text from one zero state]",
+    "validates (hw4: 32; one model).  [default: the whole text from one zero state]",
 )
 @click.option(
     "--stride", type=WINDOW, default=None, help="Characters between window starts.  [default: WINDOW]"
 )
-def score(model, text_file, window, stride) -> None:
-    """Perplexity of MODEL (a run folder or SavedModel folder) on a text file."""
-    from tfrnn.data import clean, read_text
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="Also score with dynamic evaluation (Krause et al. 2018: the weights adapt to the "
+    "text already read); its two settings are chosen on each run's validation part and "
+    "stored in the run folder (dynamic.json). Reported apart from the static figures.",
+)
+def score(models, text_file, window, stride, dynamic) -> None:
+    """Perplexity and bits per character of MODELS (run folders; one SavedModel folder
+    too) on a text, the state carried through it.
+
+    Several runs are also scored as an ensemble: their predicted probabilities averaged.
+
+    \b
+    Examples:
+      tfrnn score saved_models/lstm-2x512-book                 # its text's test part
+      tfrnn score RUN_A RUN_B --dynamic                        # ensemble, dynamic too
+      tfrnn score saved_models/gru-32 --text-file chapter.txt --window 32 --stride 1
+    """
+    from tfrnn.data import read_text
+
+    raw = read_text(text_file, "text file") if text_file is not None else None
+    if len(models) == 1 and raw is not None and not dynamic:
+        return _score_saved_model(models[0], raw, window, stride)
+    if window is not None or stride is not None:
+        raise TfrnnError("--window and --stride score one model on --text-file, without --dynamic")
+    import_tensorflow_quietly()
+    from tfrnn.scoring import score_runs
+
+    result = score_runs(list(models), raw, dynamic, log=lambda line: click.echo(line, err=True))
+    what = "the test part of the runs' text" if raw is None else str(text_file)
+    click.echo(f"{result['characters']:,} characters of {what} predicted ({result['vocabulary']})")
+    rows = [(Path(row["run"]).name, row) for row in result["runs"]]
+    if "ensemble" in result:
+        rows.append((f"ensemble of {len(models)}", result["ensemble"]))
+    for name, row in rows:
+        click.echo(f"{name:<28} static:  {_figures(row['static'])}")
+        if "dynamic" in row:
+            chosen = row.get("settings")
+            how = f" (lr {chosen['lr']:g}, decay {chosen['decay']:g})" if chosen else ""
+            click.echo(f"{'':<28} dynamic: {_figures(row['dynamic'])}{how}")
+
+
+def _figures(nats: float) -> str:
+    return f"perplexity {math.exp(nats):.3f}, {nats / math.log(2):.4f} bits/char, {nats:.4f} nats"
+
+
+def _score_saved_model(model: Path, raw: str, window, stride) -> None:
+    """``score`` of one SavedModel (or run folder) on one text, as TensorFlow alone serves it."""
+    from tfrnn.data import clean
 
     serving.resolve_saved_model(model)
-    raw = read_text(text_file, "text file")
     serving.windows(raw, window, stride)  # checks the options before TensorFlow is imported
     import_tensorflow_quietly()
     loaded = serving.load(model)

@@ -73,11 +73,14 @@ _state: dict = {}
 COMPILE_TIMEOUT = 300
 CHECK_TIMEOUT = 300
 
-#: The op splits a batch's rows across the CPU's threads; with fewer rows than this its
-#: small products lose to TensorFlow's (book preset, LSTM 2 x 512, batches of 64 on a 2-core
-#: Xeon: 1,207 ms per training step against 908 in tfrnn's LSTM loop), so smaller batches
-#: keep the layers' own loops. hw4's batches of 1,024 run it.
-MIN_BATCH = 256
+#: The op splits a batch's rows across the CPU's threads. Training steps per batch, the
+#: compiled recurrence against tfrnn's Keras loops (book preset, 2 layers, 100 steps;
+#: tools/bench_book_shape.py, AMD EPYC 2 cores, AVX2): LSTM-512 at batches of 16, 32, 64:
+#: 1,412/2,504, 3,886/4,750, 2,878/4,180 ms; LSTM-256 x 64: 1,629/2,196; LSTM-1024 x 64:
+#: 12,490/16,993; GRU-512 x 64: 1,872/2,766; GRU-256 x 32: 297/488; hw4's batches of 1,024:
+#: faster too (tools/bench.py). Smaller batches (one stream scored, a few generated) keep
+#: the layers' own loops: not measured to pay there.
+MIN_BATCH = 16
 
 #: Where a first build is announced (stderr); ``set_quiet`` turns it off (``-q``).
 _announce = {"quiet": False}
