@@ -39,7 +39,7 @@ import numpy as np
 from tfrnn.config import TrainConfig
 from tfrnn.measure import median_seconds
 from tfrnn.train import compile_model
-cell, layers, units, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+cell, (layers, units, batch, repeats) = sys.argv[1], map(int, sys.argv[2:6])
 config = TrainConfig.resolve("book", cell=cell, layers=layers, units=units, batch_size=batch)
 model = compile_model(config, {VOCAB}, "off")
 rng = np.random.default_rng(0)
@@ -54,11 +54,12 @@ TORCH_CHILD = f"""
 import json, sys, torch
 from torch import nn
 from tfrnn.measure import median_seconds
-cell, layers, units, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+cell, (layers, units, batch, repeats) = sys.argv[1], map(int, sys.argv[2:6])
 V, T, E = {VOCAB}, {STEPS}, {EMBEDDING}
 torch.manual_seed(0)
 emb = nn.Embedding(V, E)
-rnn = {{"lstm": nn.LSTM, "gru": nn.GRU}}[cell](E, units, layers, dropout=0.5 if layers > 1 else 0.0, batch_first=True)
+kind = {{"lstm": nn.LSTM, "gru": nn.GRU}}[cell]
+rnn = kind(E, units, layers, dropout=0.5 if layers > 1 else 0.0, batch_first=True)
 drop, out = nn.Dropout(0.5), nn.Linear(units, V)
 params = [*emb.parameters(), *rnn.parameters(), *out.parameters()]
 opt = torch.optim.AdamW(params, 3e-3)
