@@ -102,14 +102,15 @@ def test_training_and_evaluation_use_it_and_exported_models_do_not(compiled):
     assert "TfrnnRecurrence" in _op_types(trained, training=False)
     assert "TfrnnRecurrence" not in _op_types(compile_model(config, 28, "on"), training=True)  # XLA
     assert "TfrnnRecurrence" not in _op_types(build_model(config, 28), training=False)  # export's
-    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4, batch_size=8)  # too few rows
-    assert small.batch_size < kernel.MIN_BATCH
-    assert "TfrnnRecurrence" not in _op_types(compile_model(small, 28, "off"), training=True)
+    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4, batch_size=1)  # any batch
+    assert "TfrnnRecurrence" in _op_types(compile_model(small, 28, "off"), training=True)
+    mixed = TrainConfig.resolve("book", units=8, layers=1, embedding=4, precision="mixed_bfloat16")
+    assert "TfrnnRecurrence" not in _op_types(compile_model(mixed, 28, "off"), training=True)
 
 
 def test_it_is_off_when_asked_and_reports_why(monkeypatch):
-    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4, batch_size=8)
-    expected = {"implementation": "keras", "reason": "batches of 8 rows, fewer than 16; XLA off"}
+    small = TrainConfig.resolve("book", units=8, layers=1, embedding=4, precision="mixed_bfloat16")
+    expected = {"implementation": "keras", "reason": "precision mixed_bfloat16; XLA off"}
     assert step_settings(small, "off", 10)["recurrence"] == expected
     monkeypatch.setenv("TFRNN_KERNEL", "off")
     assert kernel.load() is None and kernel.status().startswith("off ($TFRNN_KERNEL=off)")

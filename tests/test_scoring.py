@@ -85,8 +85,11 @@ def test_dynamic_settings_are_chosen_on_validation_stored_and_reused(two_runs, t
     assert first.exit_code == 0, first.output
     stored = json.loads((run / "dynamic.json").read_text())
     assert stored["validation_cross_entropy"]["dynamic"] <= stored["validation_cross_entropy"]["static"]
-    assert {"lr": stored["lr"], "decay": stored["decay"], "cross_entropy": pytest.approx(
-        stored["validation_cross_entropy"]["dynamic"])} in stored["grid"]
+    assert {
+        "lr": stored["lr"],
+        "decay": stored["decay"],
+        "cross_entropy": pytest.approx(stored["validation_cross_entropy"]["dynamic"]),
+    } in stored["grid"]
     marker = json.loads((run / ".tfrnn-run.json").read_text())
     assert "dynamic.json" in marker["files"]  # tfrnn's own: --overwrite may replace it
     found = figures(first.output)

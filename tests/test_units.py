@@ -177,3 +177,26 @@ def test_the_memory_check_counts_parameters_as_keras_does(cell):
     for layers, embedding, vocab_size in ((1, None, 28), (3, 16, 95), (2, None, 300)):
         config = TrainConfig.resolve("hw4", cell=cell, units=12, layers=layers, embedding=embedding)
         assert parameter_count(config, vocab_size) == build_model(config, vocab_size).count_params()
+
+
+def test_epoch_callbacks_give_the_same_logs_in_any_order():
+    import itertools
+    import types
+
+    from tfrnn.train import EpochTimer, PerplexityLogs, StopOnNaN
+
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(learning_rate=0.5), stop_training=False)
+    seen = []
+    for order in itertools.permutations([PerplexityLogs, StopOnNaN, lambda: EpochTimer(1e-9)]):
+        callbacks = [make() for make in order]
+        logs = {"loss": 1.0}
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_epoch_begin(0, logs)
+        for callback in callbacks:
+            callback.on_epoch_end(0, logs)
+        assert logs.pop("epoch_seconds") > 0
+        seen.append((logs, model.stop_training))
+        model.stop_training = False
+    assert all(s == seen[0] for s in seen)
+    assert seen[0] == ({"loss": 1.0, "perplexity": pytest.approx(math.e), "learning_rate": 0.5}, True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfrnn import kernel
 from tfrnn.config import TrainConfig
+from tfrnn.errors import TrainingDiverged
 from tfrnn.models import build_model, reset_states
 from tfrnn.recurrent import use_kernel
 
@@ -121,20 +122,31 @@ class StreamScorer:
 
 class CarriedValidation(keras.callbacks.Callback):
     """Sets ``val_loss`` and ``val_perplexity`` at each epoch's end from ``scorer`` on ``ids``,
-    and saves the weights it evaluated to ``best_file`` whenever they beat ``best``.
+    and saves the weights it evaluated to ``best_file`` whenever they beat ``best``; raises
+    ``TrainingDiverged`` when the figure is not finite (``advice``: what to try).
 
-    Put it first among the callbacks: the others (CSV log, early stopping, learning-rate
-    schedule, Keras Tuner) read the figures it writes into the epoch's logs.
+    Keras' early stopping and plateau schedule, and Keras Tuner, read the figures it writes
+    into the epoch's logs: they come after it.
     """
 
     def __init__(
-        self, scorer: StreamScorer, ids: np.ndarray, best_file: Path | None = None, best: float = math.inf
+        self,
+        scorer: StreamScorer,
+        ids: np.ndarray,
+        best_file: Path | None = None,
+        best: float = math.inf,
+        advice: str = "a lower --lr",
     ) -> None:
         super().__init__()
         self.scorer, self.ids, self.best_file, self.best = scorer, ids, best_file, best
+        self.advice = advice
 
     def on_epoch_end(self, epoch, logs=None):
         ce = self.scorer.cross_entropy(self.ids, self.model)
+        if not math.isfinite(ce):
+            raise TrainingDiverged(
+                f"validation loss became {ce} in epoch {epoch + 1}: training stopped; try {self.advice}"
+            )
         if logs is not None:
             logs["val_loss"] = ce
             logs["val_perplexity"] = math.exp(ce) if ce < 700 else math.inf

@@ -73,14 +73,16 @@ _state: dict = {}
 COMPILE_TIMEOUT = 300
 CHECK_TIMEOUT = 300
 
-#: The op splits a batch's rows across the CPU's threads. Training steps per batch, the
-#: compiled recurrence against tfrnn's Keras loops (book preset, 2 layers, 100 steps;
-#: tools/bench_book_shape.py, AMD EPYC 2 cores, AVX2): LSTM-512 at batches of 16, 32, 64:
-#: 1,412/2,504, 3,886/4,750, 2,878/4,180 ms; LSTM-256 x 64: 1,629/2,196; LSTM-1024 x 64:
-#: 12,490/16,993; GRU-512 x 64: 1,872/2,766; GRU-256 x 32: 297/488; hw4's batches of 1,024:
-#: faster too (tools/bench.py). Smaller batches (one stream scored, a few generated) keep
-#: the layers' own loops: not measured to pay there.
-MIN_BATCH = 16
+#: The op splits a batch's rows across the CPU's threads. It is used for batches of any
+#: size: at every shape measured it beat tfrnn's Keras loops. Training steps per batch,
+#: compiled/Keras (book preset, 2 layers, 100 steps; tools/bench_book_shape.py, AMD EPYC
+#: 2 cores, AVX2): LSTM-512 at batches of 16, 32, 64, 128: 1,412/2,504, 3,886/4,750,
+#: 2,547/3,746, 4,739/6,004 ms; LSTM-256 x 64: 1,629/2,196; LSTM-1024 x 64: 12,490/16,993;
+#: GRU-512 x 64: 2,037/2,891; GRU-256 x 32: 297/488; one stream of 50 characters through
+#: LSTM 2 x 512 (scoring): forward 22/51 ms, with its gradient (dynamic evaluation) 47/261 ms;
+#: hw4's batches of 1,024: faster too (tools/bench.py). (An earlier build, which summed the
+#: weight gradients step by step inside the loop, lost to Keras below 256 rows.)
+MIN_BATCH = 1
 
 #: Where a first build is announced (stderr); ``set_quiet`` turns it off (``-q``).
 _announce = {"quiet": False}

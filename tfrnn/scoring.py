@@ -69,6 +69,7 @@ def load_run(run_dir: Path) -> ScoredRun:
     import tfrnn.train  # noqa: F401  (registers tfrnn's layers)
     from tfrnn.experiment import run_vocab
     from tfrnn.models import build_model
+    from tfrnn.recurrent import use_kernel
     from tfrnn.rundir import read_run
 
     run_dir = Path(run_dir)
@@ -80,6 +81,7 @@ def load_run(run_dir: Path) -> ScoredRun:
     trained = keras.saving.load_model(run_dir / "model.keras", compile=False)
     model = build_model(config, len(vocab), stateful_batch=1)
     model.set_weights(trained.get_weights())
+    use_kernel(model, 1)  # never exported: tfrnn's compiled recurrence where it runs
     return ScoredRun(run_dir, metrics, config, vocab, model)
 
 
@@ -139,9 +141,11 @@ def gradient_rms(run: ScoredRun, train_ids: np.ndarray, segment: int = SEGMENT, 
     import tensorflow as tf
 
     from tfrnn.models import build_model
+    from tfrnn.recurrent import use_kernel
 
     model = build_model(run.config, len(run.vocab))
     model.set_weights(run.model.get_weights())
+    use_kernel(model, STAT_ROWS)
     variables = model.trainable_variables
 
     @tf.function

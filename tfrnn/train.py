@@ -45,47 +45,71 @@ class PerplexityLogs(keras.callbacks.Callback):
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds ``epoch_seconds`` (wall clock, validation included) and the learning rate at the
-    epoch's end (``learning_rate``) to each epoch's logs."""
+    epoch's end (``learning_rate``) to each epoch's logs; with ``budget_minutes``, also
+    stops training after the epoch that brings the training time past it and drives a
+    ``BudgetCosine`` learning rate by the share of the budget spent (one clock for both).
+
+    ``spent`` seconds of an interrupted run's earlier epochs count toward the budget. Each
+    epoch's learning rate is the one at the middle of the epoch, estimated from the last
+    epoch's length.
+    """
+
+    def __init__(self, budget_minutes: float | None = None, spent: float = 0.0) -> None:
+        super().__init__()
+        self.budget = 60.0 * budget_minutes if budget_minutes else None
+        self.spent, self.last = spent, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        schedule = getattr(self.model.optimizer, "_learning_rate", None)
+        if self.budget and isinstance(schedule, BudgetCosine):
+            schedule.progress.assign((self.spent + self.last / 2) / self.budget)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.last = time.perf_counter() - self._start
+        self.spent += self.last
         if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["epoch_seconds"] = self.last
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if self.budget and self.spent >= self.budget:
+            self.model.stop_training = True
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Raise ``TrainingDiverged`` once an epoch's training or validation loss is not finite.
+    """Raise ``TrainingDiverged`` once an epoch's training loss is not finite (Keras' own
+    figure: no other callback's), or its validation loss, where Keras computes one.
 
     Checked at the end of each epoch (a NaN in any batch makes the epoch's mean NaN), before
     the backup is written: raising keeps the last good epoch's backup intact, and no
-    per-batch Python callback slows Keras' asynchronous training loop.
+    per-batch Python callback slows Keras' asynchronous training loop. (The carried-state
+    validation of the book preset checks its own figure: ``tfrnn.evaluate.CarriedValidation``.)
     """
 
     def __init__(self, clip: float | None = None) -> None:
         super().__init__()
-        self.advice = (
-            "a lower --lr or a smaller --clip" if clip else "a lower --lr or --clip 1 (clipping is off)"
-        )
+        self.advice = divergence_advice(clip)
 
     def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "perplexity", "val_loss", "val_perplexity"):
+        for key in ("loss", "val_loss"):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
                 where = "validation" if key.startswith("val_") else "training"
                 raise TrainingDiverged(
-                    f"{where} {key.removeprefix('val_')} became {float(value)} in epoch {epoch + 1}: "
+                    f"{where} loss became {float(value)} in epoch {epoch + 1}: "
                     f"training stopped; try {self.advice}"
                 )
+
+
+def divergence_advice(clip: float | None) -> str:
+    """What to try when training diverges, given the clipping in use."""
+    return "a lower --lr or a smaller --clip" if clip else "a lower --lr or --clip 1 (clipping is off)"
 
 
 @keras.saving.register_keras_serializable(package="tfrnn")
 class BudgetCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up over ``warmup_steps``, then cosine decay from ``peak`` to zero as the
     ``progress`` variable goes from 0 to 1: the share of a time budget spent, which
-    ``TimeBudget`` sets at the start of every epoch. The schedule of a run that trains for
+    ``EpochTimer`` sets at the start of every epoch. The schedule of a run that trains for
     a number of minutes rather than a number of epochs."""
 
     def __init__(self, peak: float, warmup_steps: int) -> None:
@@ -100,31 +124,6 @@ class BudgetCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": self.warmup_steps}
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the epoch that brings the training time past ``minutes``, and
-    drives a ``BudgetCosine`` learning rate by the share of the budget spent.
-
-    Needs ``epoch_seconds`` in the logs (``EpochTimer`` before it); ``spent`` seconds of an
-    interrupted run's earlier epochs count too. Each epoch's learning rate is the one at the
-    middle of the epoch, estimated from the last epoch's length.
-    """
-
-    def __init__(self, minutes: float, spent: float = 0.0) -> None:
-        super().__init__()
-        self.budget, self.spent, self.last = 60.0 * minutes, spent, 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        schedule = getattr(self.model.optimizer, "_learning_rate", None)
-        if isinstance(schedule, BudgetCosine):
-            schedule.progress.assign((self.spent + self.last / 2) / self.budget)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.last = float((logs or {}).get("epoch_seconds", 0.0))
-        self.spent += self.last
-        if self.spent >= self.budget:
-            self.model.stop_training = True
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
@@ -429,11 +428,14 @@ def stateful_batch(config: TrainConfig, replicas: int = 1) -> int | None:
 def epoch_callbacks(
     config: TrainConfig, splits: Splits, vocab_size: int, best: Path | None = None, done: list | None = None
 ) -> list:
-    """The callbacks every training of ``config`` uses, in the order they must run.
+    """The callbacks every training of ``config`` uses.
 
-    Perplexity from the loss first, carried-state validation next (it replaces the
-    validation figures, and the others read them), then state resets, the
-    NaN check, timing, time budget, early stopping, the plateau schedule and dropout seeds.
+    tfrnn's own read nothing another callback writes, so their order does not matter: each
+    computes what it needs (perplexity from Keras' loss, the carried-state validation, the
+    epoch's time and the time budget on one clock, the NaN checks of Keras' loss and of the
+    validation figure where it is computed). Keras' early stopping and plateau schedule
+    read the validation loss, so they come after the carried-state validation, which
+    writes it (Keras Tuner's callbacks, added by the tuner, come after all of these).
     ``best``: where validation keeps the best epoch's weights (book); ``done``: the history
     rows of an interrupted run being resumed.
     """
@@ -451,12 +453,12 @@ def epoch_callbacks(
         scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
         keep = best if best is not None and keeps_best_epoch(config) else None
         so_far = min((r["val_loss"] for r in done), default=math.inf) if keep and keep.is_file() else math.inf
-        callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, so_far))
+        advice = divergence_advice(config.clip)
+        callbacks.append(CarriedValidation(scorer, splits.streams["val"], keep, so_far, advice))
     if config.carry_state:
         callbacks.append(ResetStates())
-    callbacks += [StopOnNaN(config.clip), EpochTimer()]
-    if config.time_budget:
-        callbacks.append(TimeBudget(config.time_budget, sum(r["epoch_seconds"] for r in done)))
+    spent = sum(r["epoch_seconds"] for r in done)
+    callbacks += [StopOnNaN(config.clip), EpochTimer(config.time_budget, spent)]
     if config.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)

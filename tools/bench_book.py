@@ -12,6 +12,11 @@ test parts as one sequence each, the state carried, with the best validation epo
 weights. It prints per side: best validation and test perplexity, epochs run, median
 seconds per epoch (the first left out; validation included on both sides), peak RSS, and
 their ratios; then the same as JSON. The CPU is named in the output.
+
+``--dynamic`` adds tfrnn's test figure under dynamic evaluation (``tfrnn score --dynamic``:
+settings chosen on the validation part), and ``--repeats`` of 2 or more the ensemble of
+tfrnn's runs (seeds 0, 1, ...; ``tfrnn score RUN RUN ...``): rows of their own, never mixed
+into the static ones.
 """
 
 from __future__ import annotations
@@ -44,19 +49,18 @@ runpy.run_module("tfrnn", run_name="__main__")
 
 
 def run_tfrnn(
-    cell, units, layers, dropout, budget, extra: list[str], vocab: str = "chars", keep: Path | None = None
+    cell, units, layers, dropout, budget, extra: list[str], vocab: str, out: Path, seed: int
 ) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = keep if keep is not None else Path(tmp) / "run"
-        args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
-        args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
-        args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
-        args += ["--vocab", vocab, "--no-profile", "-q", *extra]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run(args, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"tfrnn fit failed: {proc.stderr.strip().splitlines()[-1:]}")
-        m = json.loads((out / "metrics.json").read_text())
+    """One `tfrnn fit` into ``out`` (kept: it is scored after all runs)."""
+    args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
+    args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
+    args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
+    args += ["--vocab", vocab, "--seed", str(seed), "--no-profile", "-q", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"tfrnn fit failed: {proc.stderr.strip().splitlines()[-1:]}")
+    m = json.loads((out / "metrics.json").read_text())
     return {
         "best_val_ppl": m["best_val_perplexity"],
         "best_epoch": m["best_epoch"],
@@ -69,6 +73,34 @@ def run_tfrnn(
         "params": m["parameters"]["total"],
         "peak_rss_mib": read_peak(proc.stdout),
     }
+
+
+# Score run folders (their test part) with tfrnn.scoring: each alone, and together.
+SCORE_CHILD = """
+import json
+from pathlib import Path
+from tfrnn.scoring import score_runs
+runs = [Path(p) for p in sys.argv[2:]]
+print(json.dumps(score_runs(runs, None, sys.argv[1] == "1", log=lambda s: print(s, file=sys.stderr))))
+"""
+
+
+def score_tfrnn(runs: list[Path], dynamic: bool) -> dict:
+    """Test perplexities of tfrnn's runs under dynamic evaluation, and of their ensemble."""
+    import math
+
+    args = [sys.executable, "-c", CHILD_PRELUDE + SCORE_CHILD, "1" if dynamic else "0", *map(str, runs)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"tfrnn score failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result = read_json_line(proc.stdout)
+    out = {}
+    if dynamic:
+        out["test_ppl_dynamic"] = statistics.median(math.exp(r["dynamic"]) for r in result["runs"])
+    for kind, nats in result.get("ensemble", {}).items():
+        out[f"test_ppl_ensemble{'_dynamic' if kind == 'dynamic' else ''}"] = math.exp(nats)
+    return out
 
 
 def run_peer(python, cell, units, layers, dropout, budget, data, vocab: str = "chars") -> dict:
@@ -91,6 +123,9 @@ def main() -> None:
         "--vocab", choices=("letters", "chars"), default="chars", help="both sides' vocabulary (tfrnn.vocab)"
     )
     ap.add_argument("--keep-run", type=Path, default=None, help="keep tfrnn's run folder here (a new folder)")
+    ap.add_argument(
+        "--dynamic", action="store_true", help="also tfrnn's test figure under dynamic evaluation"
+    )
     ap.add_argument("extra", nargs="*", help="options for tfrnn fit (after --)")
     a = ap.parse_args()
 
@@ -102,11 +137,14 @@ def main() -> None:
         print("PyTorch not found: timing tfrnn alone (pass --torch-python)", file=sys.stderr)
     data = str(book_path())
     runs: dict[str, list[dict]] = {"tfrnn": [], "torch": []}
+    folders = tempfile.TemporaryDirectory()
+    kept: list[Path] = []
     for rep in range(a.repeats):
         for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):
             if side == "tfrnn":
-                keep = a.keep_run if rep == 0 else None
-                mine = run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab, keep)
+                out = a.keep_run if rep == 0 and a.keep_run else Path(folders.name) / f"run{rep}"
+                kept.append(out)
+                mine = run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab, out, rep)
                 runs[side].append(mine)
             elif torch_python:
                 peer = run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data, a.vocab)
@@ -114,6 +152,9 @@ def main() -> None:
             print(side, json.dumps(runs[side][-1]) if runs[side] else "-", file=sys.stderr, flush=True)
     row: dict = {"model": a.model, "dropout": a.dropout, "budget_min": a.budget_min, "cpu": cpu_summary()}
     row["vocab"] = a.vocab
+    if a.dynamic or len(kept) > 1:
+        row.update({f"tfrnn_{k}": v for k, v in score_tfrnn(kept, a.dynamic).items()})
+    folders.cleanup()
     keys = ("best_val_ppl", "test_ppl", "test_bpc", "vocab_size", "epochs", "median_epoch_s", "peak_rss_mib")
     for side, rs in runs.items():
         for key in keys:
@@ -135,6 +176,9 @@ def main() -> None:
     for key in ("epoch_time_ratio", "test_ppl_ratio"):
         if key in row:
             print(f"{key:<22} {row[key]:>9.3f}")
+    for key in ("test_ppl_dynamic", "test_ppl_ensemble", "test_ppl_ensemble_dynamic"):
+        if f"tfrnn_{key}" in row:  # apart from the static rows above
+            print(f"{key:<26} {row[f'tfrnn_{key}']:>9.3f}   (tfrnn)")
     print(json.dumps(row))
     if a.json:
         Path(a.json).write_text(json.dumps({"summary": row, "runs": runs}, indent=2))

@@ -98,8 +98,10 @@ def main() -> None:
     torch_python = find_torch_python(a.torch_python)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     print(f"CPU: {cpu_summary()}")
-    print(f"{'shape':<16}{'compiled ms':>12}{'Keras ms':>10}{'PyTorch ms':>12}{'c/K':>6}{'c/PT':>6}"
-          f"{'RSS c':>8}{'RSS K':>8}{'RSS PT':>8}  (MiB)")
+    print(
+        f"{'shape':<16}{'compiled ms':>12}{'Keras ms':>10}{'PyTorch ms':>12}{'c/K':>6}{'c/PT':>6}"
+        f"{'RSS c':>8}{'RSS K':>8}{'RSS PT':>8}  (MiB)"
+    )
     rows = []
     for text in a.shapes.split(","):
         cell, layers, units, batch = parse_shape(text)
