@@ -3,6 +3,7 @@ time budget, resume, fine-tuning."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -201,6 +202,8 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["stopped_by"] == "time budget"
     assert "stopped by the time budget" in result.output
+    # a budget this short buys under SHORT_EPOCHS epochs: the short recipe, said and recorded
+    assert "recipe: " in result.output and (m["config"]["dropout"], m["config"]["schedule"]) == (0.2, "constant")
 
 
 @pytest.mark.slow
@@ -211,7 +214,8 @@ def test_cosine_schedule_follows_the_epochs_or_the_time_budget(tmp_path):
     # warm-up to 3e-3 over epoch 1, then cosine: half-way at the end of epoch 2, ~0 at the end
     assert lr[0] == pytest.approx(3e-3, rel=1e-3) and lr[1] == pytest.approx(1.5e-3, rel=1e-2)
     assert lr[2] == pytest.approx(0, abs=1e-9)
-    budget = run_cli("fit", *SMALL_BOOK, "--epochs", 50, "--time-budget", 0.15, "--out", tmp_path / "budget")
+    budget_args = ["--epochs", 50, "--time-budget", 0.15, "--schedule", "cosine"]  # not the budget's recipe
+    budget = run_cli("fit", *SMALL_BOOK, *budget_args, "--out", tmp_path / "budget")
     assert budget.exit_code == 0, budget.output
     rows = read_csv(tmp_path / "budget" / "history.csv")
     assert 1 < len(rows) < 50  # stopped by the clock
@@ -297,3 +301,23 @@ def test_book_defaults_are_the_measured_best():
         "constant",
     )
     assert not math.isnan(config.lr)
+
+
+def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_it():
+    from tfrnn.config import TrainConfig
+    from tfrnn.recipe import SHORT, SHORT_EPOCHS, budget_epochs, for_budget, step_flops
+
+    config = TrainConfig.resolve("book")  # LSTM 2 x 512, batches of 64 x 100
+    # forward: 2 x 4 x 512 x (64 + 512) + 2 x 4 x 512 x 1024 + 2 x 512 x 69 per character
+    assert step_flops(config, 69) == 3 * (2 * 4 * 512 * (576 + 1024) + 2 * 512 * 69) * 6400
+    short = dataclasses.replace(config, time_budget=1e-4)
+    assert budget_epochs(short, 69, 25) < SHORT_EPOCHS
+    chosen, line = for_budget(short, 69, 25)
+    assert (chosen.dropout, chosen.schedule) == (SHORT["dropout"], SHORT["schedule"]) and "epochs" in line
+    long = dataclasses.replace(config, time_budget=1e6)
+    assert for_budget(long, 69, 25) == (long, None)
+    # a resumed run keeps what its start chose, whatever the estimate says now
+    started_short = {**long.to_dict(), "dropout": 0.2, "schedule": "constant"}
+    assert for_budget(long, 69, 25, started_short) == (dataclasses.replace(long, **SHORT), None)
+    started_long = config.to_dict()
+    assert for_budget(short, 69, 25, started_long) == (short, None)

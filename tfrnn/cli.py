@@ -239,6 +239,8 @@ def fit(
         config = config_from_run(init_from, preset, is_study_text(data), options)
     else:
         config = TrainConfig.resolve(preset, study_text=is_study_text(data), **options)
+    # the book preset's recipe follows its time budget unless dropout or schedule is given
+    recipe = init_from is None and not {"dropout", "schedule"} & {k for k, v in options.items() if v}
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     kernel_setting(quiet)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
@@ -263,6 +265,7 @@ def fit(
             profile=not no_profile,
             strategy=strategy,
             xla=xla,
+            budget_recipe=recipe,
         )
     except KeyboardInterrupt:
         raise interrupted(paths) from None

@@ -84,13 +84,15 @@ def run_training(
     profile: bool = True,
     strategy=None,
     xla: str | None = None,
+    budget_recipe: bool = False,
 ) -> dict:
     """Train ``config`` and write its run folder at ``paths.final``; returns the metrics.
 
     Every input is checked before anything is written. An interrupted run keeps its
     partial folder, so the same call with ``resume=True`` continues it. Under a
     multi-worker ``strategy`` every worker trains, and only the chief writes the folder.
-    ``xla``: see ``tfrnn.train.use_xla``.
+    ``xla``: see ``tfrnn.train.use_xla``. ``budget_recipe``: a book-preset run with a time
+    budget takes the recipe the budget calls for (``tfrnn.recipe``).
     """
     from tfrnn.distribute import is_chief
 
@@ -100,19 +102,18 @@ def run_training(
     paths.check(overwrite=overwrite, resume=resume)
     with paths.lock():
         paths.check(overwrite=overwrite, resume=resume)  # again, now that no one else can change it
-        return _train(
-            config, paths, data, resume, tensorboard, verbose, log, callbacks, profile, strategy, xla
-        )
+        run = prepare(config, data, log, budget_recipe, paths if resume else None)
+        return _train(run, paths, resume, tensorboard, verbose, callbacks, profile, strategy, xla, log)
 
 
-def _train(config, paths, data, resume, tensorboard, verbose, log, callbacks, profile, strategy, xla) -> dict:
+def _train(run, paths, resume, tensorboard, verbose, callbacks, profile, strategy, xla, log) -> dict:
     """``run_training``'s work, with the run held by this process: its stages in order."""
+    config = run.config
     if resume and paths.completed_epochs() > config.epochs:
         raise ConfigError(
             f"the interrupted run in {paths.partial} already completed {paths.completed_epochs()} "
             f"epochs: resume it with --epochs {paths.completed_epochs()} or more"
         )
-    run = prepare(config, data, log)
     if paths.begin(run_identity(config, run.corpus), resume=resume):
         log(f"resuming the interrupted run in {paths.partial}")
     train_stage(run, paths, tensorboard, verbose, callbacks, strategy, xla)
@@ -135,9 +136,11 @@ class Run:
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
-def prepare(config: TrainConfig, data, log=print) -> Run:
+def prepare(config: TrainConfig, data, log=print, budget_recipe: bool = False, resumed=None) -> Run:
     """The data stage: the text as ids, its pipelines and the weights to start from, every
-    check that can fail done before anything is written."""
+    check that can fail done before anything is written. ``budget_recipe``: take the recipe
+    the time budget calls for (``tfrnn.recipe``; ``resumed``: the ``RunPaths`` of a run
+    being resumed, whose start chose it)."""
     check_fits(config)  # a lower bound (the letters' 28 tokens), before the data's windows exist
     corpus, splits = load_data(config, data)
     check_fits(config, len(corpus.vocab))
@@ -150,6 +153,14 @@ def prepare(config: TrainConfig, data, log=print) -> Run:
     note = unknown_line(corpus)
     if note:
         log(note)
+    if budget_recipe and config.preset == "book" and config.time_budget:
+        from tfrnn.recipe import for_budget
+
+        file = resumed.config_file if resumed is not None else None
+        saved = json.loads(file.read_text()) if file is not None and file.is_file() else None
+        config, line = for_budget(config, len(corpus.vocab), splits.steps_per_epoch, saved)
+        if line:
+            log(line)
     return Run(config, corpus, splits, init_weights(config))
 
 
