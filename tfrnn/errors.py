@@ -1,5 +1,8 @@
 """Errors that reach the user as one line (the CLI prints them without a traceback)."""
 
+import math
+import sys
+
 
 class TfrnnError(Exception):
     """A problem with the user's input or environment, explained in one sentence."""
@@ -31,3 +34,11 @@ def one_line(exc: BaseException, limit: int | None = None) -> str:
     message = getattr(exc, "message", None)
     text = " ".join(str(message if isinstance(message, str) and message else exc).split())
     return text[:limit] or type(exc).__name__
+
+
+def diverged(loss: float) -> str | None:
+    """What a mean cross-entropy says of a diverged training (not finite, or a perplexity
+    past the largest float), or None when it is a number to go on with."""
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    return "perplexity became inf" if loss > math.log(sys.float_info.max) else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from tfrnn import kernel
 from tfrnn.config import TrainConfig
-from tfrnn.errors import TrainingDiverged
+from tfrnn.errors import TrainingDiverged, diverged
 from tfrnn.models import build_model, reset_states
 from tfrnn.recurrent import use_kernel
 
@@ -143,9 +143,9 @@ class CarriedValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         ce = self.scorer.cross_entropy(self.ids, self.model)
-        if not math.isfinite(ce):
+        if diverged(ce):
             raise TrainingDiverged(
-                f"validation loss became {ce} in epoch {epoch + 1}: training stopped; try {self.advice}"
+                f"validation {diverged(ce)} in epoch {epoch + 1}: training stopped; try {self.advice}"
             )
         if logs is not None:
             logs["val_loss"] = ce

@@ -11,7 +11,7 @@ import keras
 
 from tfrnn.config import TrainConfig
 from tfrnn.data import Splits
-from tfrnn.errors import ConfigError, TrainingDiverged
+from tfrnn.errors import ConfigError, TrainingDiverged, diverged
 from tfrnn.models import build_model
 from tfrnn.plan import plan
 from tfrnn.recurrent import use_kernel
@@ -92,12 +92,11 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key in ("loss", "val_loss"):
             value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(float(value)):
+            what = diverged(float(value)) if value is not None else None
+            if what:
                 where = "validation" if key.startswith("val_") else "training"
-                raise TrainingDiverged(
-                    f"{where} loss became {float(value)} in epoch {epoch + 1}: "
-                    f"training stopped; try {self.advice}"
-                )
+                stopped = f"in epoch {epoch + 1}: training stopped; try {self.advice}"
+                raise TrainingDiverged(f"{where} {what} {stopped}")
 
 
 def divergence_advice(clip: float | None) -> str:
