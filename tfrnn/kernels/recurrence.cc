@@ -84,6 +84,16 @@ void TimesU(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
   }
 }
 
+// out += lhs * U, U's columns a block at a time.
+template <typename Out, typename Lhs>
+void AddTimesU(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
+  const int64 step = BlockCols(U.rows());
+  for (int64 c = 0; c < U.cols(); c += step) {
+    const int64 cols = std::min(step, U.cols() - c);
+    out.middleCols(c, cols).noalias() += lhs * U.middleCols(c, cols);
+  }
+}
+
 // out += lhs * U^T, U's rows (out's columns) a block at a time.
 template <typename Out, typename Lhs>
 void AddTimesUT(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
@@ -155,14 +165,15 @@ class ForwardOp : public CellOp {
     const CMat U(u.flat<float>().data(), H, GH);
     const Row b(bu.flat<float>().data(), GH);
     const Row bxr(bx.flat<float>().data(), GH);
+    const Eigen::Array<float, 1, Eigen::Dynamic> bsum = bxr + b;
     const float* h0p = h0.flat<float>().data();
     const float* c0p = c0.flat<float>().data();
     const Cell cell = cell_;
 
     auto work = [&](int64 b0, int64 b1) {
       const int64 n = b1 - b0;
-      Mat z(n, GH);   // h_prev U + bu
-      Mat xb(n, GH);  // xp_t + bx
+      Mat z(n, GH);  // GRU: h_prev U + bu; else the whole pre-activation
+      Mat xb(cell == kGru ? n : 0, GH);  // xp_t + bx (GRU)
       Mat local(save ? 0 : n, S);  // this step's gates when they are not saved
       Mat c(n, H);  // LSTM's cell state
       if (cell == kLstm) c = CMat(c0p + b0 * H, n, H);
@@ -173,26 +184,32 @@ class ForwardOp : public CellOp {
         };
         CStrided hprev = t == 0 ? CStrided(h0p + b0 * H, n, H, Eigen::OuterStride<>(H))
                                 : CAt(hs, b0, b1, t - 1, T, H, 0, H);
-        TimesU(z, hprev, U);
-        z.array().rowwise() += b;
         Strided h = At(hs, b0, b1, t, T, H, 0, H);
-        xb = CAt(x, b0, b1, t, T, GH, 0, GH);
-        xb.array().rowwise() += bxr;
-        auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
         auto za = [&](int k) { return z.middleCols(k * H, H).array(); };
-        if (cell == kRnn) {
-          h.array() = (xa(0) + za(0)).tanh();
-        } else if (cell == kGru) {
+        if (cell == kGru) {  // h_prev U + bu apart: its n block is gated by r
+          TimesU(z, hprev, U);
+          z.array().rowwise() += b;
+          xb = CAt(x, b0, b1, t, T, GH, 0, GH);
+          xb.array().rowwise() += bxr;
+          auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
           w(0) = Sigmoid(xa(0) + za(0));
           w(1) = Sigmoid(xa(1) + za(1));
           w(3) = za(2);
           w(2) = (xa(2) + w(1) * za(2)).tanh();
           h.array() = w(0) * hprev.array() + (1.f - w(0)) * w(2);
+          continue;
+        }
+        // SimpleRNN, LSTM: z = xp_t + bx + bu + h_prev U, the product added in place
+        z = CAt(x, b0, b1, t, T, GH, 0, GH);
+        z.array().rowwise() += bsum;
+        AddTimesU(z, hprev, U);
+        if (cell == kRnn) {
+          h.array() = za(0).tanh();
         } else {
-          w(0) = Sigmoid(xa(0) + za(0));
-          w(1) = Sigmoid(xa(1) + za(1));
-          w(2) = (xa(2) + za(2)).tanh();
-          w(3) = Sigmoid(xa(3) + za(3));
+          w(0) = Sigmoid(za(0));
+          w(1) = Sigmoid(za(1));
+          w(2) = za(2).tanh();
+          w(3) = Sigmoid(za(3));
           c.array() = w(1) * c.array() + w(0) * w(2);
           w(4) = c.array();
           w(5) = c.array().tanh();
