@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import failing_in_epoch, run_cli, subprocess_env
 from tests.test_errors import assert_one_line_error
 
-SLOW_FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "400", "--no-profile", "-q"]
+# trains until interrupted (the test sends Ctrl-C): no machine finishes 100,000 epochs first
+SLOW_FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "100000", "--no-profile", "-q"]
 
 
 def _wait_for(path, seconds: float = 120, lines: int = 0) -> None:
@@ -61,7 +62,7 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
     history = (tmp_path / ".run.partial" / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and all(not row.startswith("epoch,") for row in history[1:])
     # now nobody holds it: it is an interrupted run, and resuming it works
-    third = run_cli("fit", "--units", 8, "--epochs", 400, "--no-profile", "-q", "--out", out)
+    third = run_cli("fit", "--units", 8, "--epochs", 100000, "--no-profile", "-q", "--out", out)
     assert third.exit_code == 1 and "an interrupted run is in" in third.stderr
 
 
