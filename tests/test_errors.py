@@ -82,6 +82,7 @@ def test_checksum_mismatch_of_the_book(tmp_path, monkeypatch, book):
     assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
+@pytest.mark.slow  # trains (or starts processes): not for the fast tier
 def test_diverging_run_stops_with_a_clear_message(tmp_path):
     out = tmp_path / "run"
     result = run_cli("fit", "--units", 8, "--epochs", 2, "--lr", "1e9", "--clip", 0, "--out", out, "-q")
@@ -90,6 +91,7 @@ def test_diverging_run_stops_with_a_clear_message(tmp_path):
     assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
+@pytest.mark.slow  # trains (or starts processes): not for the fast tier
 @pytest.mark.parametrize(
     "args, expected",
     [
