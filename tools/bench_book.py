@@ -71,6 +71,7 @@ def run_tfrnn(
         "training_s": m["training_seconds"],
         "median_epoch_s": m["median_epoch_seconds"],
         "params": m["parameters"]["total"],
+        "recipe": {k: m["config"][k] for k in ("dropout", "schedule", "lr")},  # tfrnn.recipe's choice
         "peak_rss_mib": read_peak(proc.stdout),
     }
 
