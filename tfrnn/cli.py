@@ -141,7 +141,7 @@ __all__ = ["cli", "fit", "main"]
     "time_budget",
     metavar="MINUTES",
     help="Stop after the epoch that brings training time past MINUTES. book: a budget that buys "
-    "fewer than 8 epochs on this machine trains with dropout 0.2 and a constant learning rate "
+    "fewer than 12 epochs on this machine trains with dropout 0.2 and a constant learning rate "
     "unless --dropout or --schedule is given.  [default: no limit; book: 14.5]",
 )
 @click.option(
