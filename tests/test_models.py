@@ -70,8 +70,20 @@ def test_parameter_counts_in_both_conventions(cell, units, layers, keras_rec, st
     assert counts["total"] == keras_rec + units * 28 + 28
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("embedding", [None, 6])
+SLOW = pytest.mark.slow  # the fast tier trains each cell once (2-3 s a case on 2 cores)
+
+
+@pytest.mark.parametrize(
+    "cell, embedding",
+    [
+        ("rnn", None),
+        ("gru", 6),
+        ("lstm", None),
+        pytest.param("rnn", 6, marks=SLOW),
+        pytest.param("gru", None, marks=SLOW),
+        pytest.param("lstm", 6, marks=SLOW),
+    ],
+)
 def test_each_cell_builds_and_trains_a_few_steps(cell, embedding):
     config = TrainConfig.resolve(cell=cell, units=8, layers=2, embedding=embedding, lr=1.0)
     model = compile_model(config, 28)

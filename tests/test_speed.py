@@ -89,7 +89,7 @@ def test_fit_with_and_without_xla_gives_the_same_perplexity(tmp_path, cell):
 
 
 # eager; traced with the number of steps known (unrolled); traced without it (tf.while_loop)
-@pytest.mark.parametrize("compiled", ["eager", "static", "dynamic"])
+@pytest.mark.parametrize("compiled", ["eager", "static", pytest.param("dynamic", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("training", [False, True])
 def test_fused_simple_rnn_matches_keras_outputs_and_gradients(training, compiled):
     x = tf.random.stateless_normal((5, 7, 6), seed=(0, 1))

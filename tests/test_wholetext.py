@@ -311,14 +311,15 @@ def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_
     config = TrainConfig.resolve("book")  # LSTM 2 x 512, batches of 64 x 100
     # forward: 2 x 4 x 512 x (64 + 512) + 2 x 4 x 512 x 1024 + 2 x 512 x 69 per character
     assert step_flops(config, 69) == 3 * (2 * 4 * 512 * (576 + 1024) + 2 * 512 * 69) * 6400
-    short = dataclasses.replace(config, time_budget=1e-4)
+    small = dataclasses.replace(config, units=64, batch_size=16)  # its matrix product: quick to time
+    short = dataclasses.replace(small, time_budget=1e-4)
     assert budget_epochs(short, 69, 25) < SHORT_EPOCHS
     chosen, line = for_budget(short, 69, 25)
     assert (chosen.dropout, chosen.schedule) == (SHORT["dropout"], SHORT["schedule"]) and "epochs" in line
-    long = dataclasses.replace(config, time_budget=1e6)
+    long = dataclasses.replace(small, time_budget=1e6)
     assert for_budget(long, 69, 25) == (long, None)
     # a resumed run keeps what its start chose, whatever the estimate says now
     started_short = {**long.to_dict(), "dropout": 0.2, "schedule": "constant"}
     assert for_budget(long, 69, 25, started_short) == (dataclasses.replace(long, **SHORT), None)
-    started_long = config.to_dict()
+    started_long = small.to_dict()
     assert for_budget(short, 69, 25, started_long) == (short, None)
