@@ -287,10 +287,12 @@ def cross_entropy(log_probs: np.ndarray) -> float:
     return float(-np.mean(log_probs, dtype=np.float64))
 
 
-def dynamic_log_probs(run: ScoredRun, ids: np.ndarray, log: Callable = print) -> tuple[np.ndarray, dict]:
+def dynamic_log_probs(
+    run: ScoredRun, ids: np.ndarray, parts: dict[str, np.ndarray], log: Callable = print
+) -> tuple[np.ndarray, dict]:
     """Dynamic evaluation of ``run`` over ``ids`` with the settings stored in the run folder,
-    or chosen on its validation part first (and stored); the log-probabilities and settings."""
-    parts = run_parts(run)
+    or chosen on its validation part first (and stored); ``parts``: ``run_parts(run)``.
+    The log-probabilities and settings."""
     log(f"{run.name}: gradient statistics over {STAT_BATCHES * STAT_ROWS} training windows...")
     evaluator = DynamicEvaluator(run, gradient_rms(run, parts["train"]))
     settings = stored_settings(run, SEGMENT)
@@ -318,9 +320,12 @@ def score_runs(
             f"{', '.join(other)} read another vocabulary than {runs[0].name}: an ensemble "
             "averages probabilities over one vocabulary"
         )
+    parts = {}  # each run's own text, read once: its test part, and what --dynamic tunes on
+    if text is None or dynamic:
+        parts = {r.path: run_parts(r) for r in runs}
     if text is None:
-        ids = run_parts(runs[0])["test"]
-        if any(not np.array_equal(run_parts(r)["test"], ids) for r in runs[1:]):
+        ids = parts[runs[0].path]["test"]
+        if any(not np.array_equal(parts[r.path]["test"], ids) for r in runs[1:]):
             raise TfrnnError("the runs were trained on different texts: pass --text-file to score one")
     else:
         from tfrnn.serving import unknown_note
@@ -337,7 +342,7 @@ def score_runs(
     adapted = []
     if dynamic:
         for run, row in zip(runs, rows):
-            lp, settings = dynamic_log_probs(run, ids, log)
+            lp, settings = dynamic_log_probs(run, ids, parts[run.path], log)
             adapted.append(lp)
             chosen = {k: settings[k] for k in ("lr", "decay", "segment")}
             row.update(dynamic=cross_entropy(lp), settings=chosen)
