@@ -74,16 +74,6 @@ inline int64 BlockCols(int64 rows) {
   return std::max<int64>(64, (kBlockBytes / (4 * std::max<int64>(rows, 1))) / 64 * 64);
 }
 
-// out = lhs * U, U's columns a block at a time.
-template <typename Out, typename Lhs>
-void TimesU(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
-  const int64 step = BlockCols(U.rows());
-  for (int64 c = 0; c < U.cols(); c += step) {
-    const int64 cols = std::min(step, U.cols() - c);
-    out.middleCols(c, cols).noalias() = lhs * U.middleCols(c, cols);
-  }
-}
-
 // out += lhs * U, U's columns a block at a time.
 template <typename Out, typename Lhs>
 void AddTimesU(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
@@ -187,8 +177,8 @@ class ForwardOp : public CellOp {
         Strided h = At(hs, b0, b1, t, T, H, 0, H);
         auto za = [&](int k) { return z.middleCols(k * H, H).array(); };
         if (cell == kGru) {  // h_prev U + bu apart: its n block is gated by r
-          TimesU(z, hprev, U);
-          z.array().rowwise() += b;
+          z.array().rowwise() = b;
+          AddTimesU(z, hprev, U);
           xb = CAt(x, b0, b1, t, T, GH, 0, GH);
           xb.array().rowwise() += bxr;
           auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
