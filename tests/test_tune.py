@@ -71,7 +71,8 @@ def test_tiny_search_end_to_end(tmp_path):
     metrics = json.loads((best / "metrics.json").read_text())
     assert metrics["config"]["cell"] == winner["cell"] and metrics["config"]["units"] == winner["units"]
     assert metrics["config"]["layers"] == winner["layers"]
-    assert metrics["final_val_perplexity"] == pytest.approx(winner["val_perplexity"], rel=0.02)
+    # the same seed retrains the same model: the trial's figure to rounding
+    assert metrics["final_val_perplexity"] == pytest.approx(winner["val_perplexity"], rel=1e-6)
     generated = run_cli("generate", best, "--prompt", "it has")
     assert generated.exit_code == 0 and generated.stdout.startswith("it has")
 
@@ -202,7 +203,7 @@ def test_book_search_validates_each_trial_on_the_whole_part(tmp_path):
     # the retrained winner's validation (the same 8 carried streams) is the trial's figure
     winner = min(rows, key=lambda r: r["val_perplexity"])
     history = json.loads(json.dumps(metrics))["final_val_perplexity"]
-    assert history == pytest.approx(winner["val_perplexity"], rel=1e-3)
+    assert history == pytest.approx(winner["val_perplexity"], rel=1e-6)  # the same seed: the same model
 
 
 @pytest.mark.slow

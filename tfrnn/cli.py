@@ -130,7 +130,7 @@ __all__ = ["cli", "fit", "main"]
     default=None,
     help="book: carry the recurrent state from batch to batch, the training text read as "
     "batch-size parallel streams (truncated back-propagation through time), instead of "
-    "independent windows.  [book: carry]",
+    "independent windows.  [default: independent windows]",
 )
 @train_option("clip", help="Clip gradients to this global norm; 0 turns clipping off.  [default: 1.0]")
 @train_option(

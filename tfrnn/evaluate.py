@@ -52,16 +52,25 @@ def stream_layout(n: int, streams: int, burn_in: int) -> tuple[np.ndarray, np.nd
 
 
 class StreamScorer:
-    """Mean cross-entropy of a text under a model's weights, the state carried through it."""
+    """Cross-entropy of a text under a model's weights, the state carried through it.
+
+    ``model``: score with this stateful model of ``streams`` rows (its weights as they are)
+    instead of a copy built here, whose weights ``take_weights`` loads."""
 
     def __init__(
-        self, config: TrainConfig, vocab_size: int, streams: int = 1, burn_in: int = 0, chunk: int = CHUNK
+        self,
+        config: TrainConfig,
+        vocab_size: int,
+        streams: int = 1,
+        burn_in: int = 0,
+        chunk: int = CHUNK,
+        model: keras.Model | None = None,
     ) -> None:
         import tensorflow as tf
 
         self.streams, self.burn_in, self.chunk = streams, burn_in, chunk
         # Its own model (build it outside any tf.distribute strategy): weights are copied in.
-        self.model = build_model(config, vocab_size, stateful_batch=streams)
+        self.model = model or build_model(config, vocab_size, stateful_batch=streams)
         # never exported: it may run tfrnn's compiled recurrence and cross-entropy
         if use_kernel(self.model, streams):
             cross_entropy = kernel.cross_entropy
@@ -69,12 +78,10 @@ class StreamScorer:
             cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits
 
         @tf.function(reduce_retracing=True)
-        def chunk_sum(x, y, w):
-            logits = self.model(x, training=False)
-            ce = cross_entropy(y, tf.cast(logits, tf.float32))
-            return tf.reduce_sum(tf.cast(ce * w, tf.float64))
+        def chunk_cross_entropy(x, y):
+            return cross_entropy(y, tf.cast(self.model(x, training=False), tf.float32))
 
-        self._chunk_sum = chunk_sum
+        self._chunk_cross_entropy = chunk_cross_entropy
 
     def take_weights(self, model: keras.Model) -> None:
         """Evaluate with ``model``'s weights (a model of the same configuration, stateful or
@@ -96,6 +103,18 @@ class StreamScorer:
         """
         if weights_of is not None:
             self.take_weights(weights_of)
+        weight, ce = self._read(ids)
+        return float((ce * weight).sum() / weight.sum())
+
+    def log_probs(self, ids: np.ndarray) -> np.ndarray:
+        """log p(ids[t + 1] | ids[: t + 1]) for every t, read as one stream (``streams=1``)."""
+        if self.streams != 1:
+            raise ValueError("per-character log-probabilities are read from one stream")
+        return -self._read(ids)[1][0].astype(np.float32)
+
+    def _read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``stream_layout``'s weight for ``ids`` (1 where a prediction counts), and the
+        cross-entropy of each position read (float64, ``(rows, width)``)."""
         ids = np.asarray(ids, np.int32)
         n = len(ids) - 1
         if n < 1:
@@ -109,12 +128,12 @@ class StreamScorer:
         safe = np.maximum(index, 0)
         x, y = ids[:-1][safe], ids[1:][safe]
         reset_states(self.model)
-        total = 0.0
-        for t in range(0, index.shape[1], self.chunk):
-            cols = slice(t, t + self.chunk)
-            total += float(self._chunk_sum(x[:, cols], y[:, cols], weight[:, cols]))
+        ce = [
+            self._chunk_cross_entropy(x[:, t : t + self.chunk], y[:, t : t + self.chunk]).numpy()
+            for t in range(0, index.shape[1], self.chunk)
+        ]
         reset_states(self.model)
-        return total / float(weight.sum())
+        return weight, np.concatenate(ce, axis=1).astype(np.float64)
 
     def perplexity(self, ids: np.ndarray, weights_of: keras.Model | None = None) -> float:
         return math.exp(self.cross_entropy(ids, weights_of))

@@ -332,7 +332,8 @@ def load():
     if "module" in _state:
         return _state["module"]
     module, status = None, ""
-    if (compiler := _compiler()) is None:
+    compiler = _compiler()
+    if compiler is None:
         status = _no_compiler()
     else:
         module, status = _load_with(compiler)

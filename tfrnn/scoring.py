@@ -111,28 +111,12 @@ def run_parts(run: ScoredRun) -> dict[str, np.ndarray]:
     return corpus.book_parts(run.config.num_steps)
 
 
-def static_log_probs(run: ScoredRun, ids: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """log p(ids[t + 1] | ids[: t + 1]) for every t, the state carried through ``ids``."""
-    import tensorflow as tf
+def static_log_probs(run: ScoredRun, ids: np.ndarray) -> np.ndarray:
+    """log p(ids[t + 1] | ids[: t + 1]) for every t, the state carried through ``ids`` (the
+    same reading as the test perplexity in a run's metrics.json)."""
+    from tfrnn.evaluate import StreamScorer
 
-    from tfrnn.models import reset_states
-
-    model = run.model
-
-    @tf.function(reduce_retracing=True)
-    def chunk_log_probs(x, y):
-        logits = model(x, training=False)
-        return tf.gather(tf.nn.log_softmax(logits), y, batch_dims=2)
-
-    ids = np.asarray(ids, np.int32)
-    x, y = ids[None, :-1], ids[None, 1:]
-    reset_states(model)
-    out = [
-        chunk_log_probs(x[:, t : t + chunk], y[:, t : t + chunk]).numpy()[0]
-        for t in range(0, x.shape[1], chunk)
-    ]
-    reset_states(model)
-    return np.concatenate(out)
+    return StreamScorer(run.config, len(run.vocab), streams=1, model=run.model).log_probs(ids)
 
 
 def gradient_rms(run: ScoredRun, train_ids: np.ndarray, segment: int = SEGMENT, seed: int = 0) -> list:
