@@ -306,7 +306,7 @@ def test_book_defaults_are_the_measured_best():
 
 def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_it():
     from tfrnn.config import TrainConfig
-    from tfrnn.recipe import SHORT, SHORT_EPOCHS, budget_epochs, for_budget, step_flops
+    from tfrnn.recipe import SHORT, SHORT_EPOCHS, budget_epochs, for_budget, started_with, step_flops
 
     config = TrainConfig.resolve("book")  # LSTM 2 x 512, batches of 64 x 100
     # forward: 2 x 4 x 512 x (64 + 512) + 2 x 4 x 512 x 1024 + 2 x 512 x 69 per character
@@ -315,11 +315,53 @@ def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_
     short = dataclasses.replace(small, time_budget=1e-4)
     assert budget_epochs(short, 69, 25) < SHORT_EPOCHS
     chosen, line = for_budget(short, 69, 25)
-    assert (chosen.dropout, chosen.schedule) == (SHORT["dropout"], SHORT["schedule"]) and "epochs" in line
+    assert chosen == dataclasses.replace(short, **SHORT) and "epochs" in line
     long = dataclasses.replace(small, time_budget=1e6)
     assert for_budget(long, 69, 25) == (long, None)
+    assert for_budget(long, 69, 25, choose_size=True) == (long, None)  # a long budget keeps the width
     # a resumed run keeps what its start chose, whatever the estimate says now
-    started_short = {**long.to_dict(), "dropout": 0.2, "schedule": "constant"}
-    assert for_budget(long, 69, 25, started_short) == (dataclasses.replace(long, **SHORT), None)
-    started_long = small.to_dict()
-    assert for_budget(short, 69, 25, started_long) == (short, None)
+    started_short = {**long.to_dict(), **SHORT, "units": 32}
+    assert started_with(long, started_short) == dataclasses.replace(long, **SHORT, units=32)
+    assert started_with(short, small.to_dict()) == short
+
+
+def test_a_short_budget_narrows_the_model_to_the_widest_that_gets_enough_epochs(monkeypatch):
+    from tfrnn import recipe
+    from tfrnn.config import TrainConfig
+
+    config = dataclasses.replace(TrainConfig.resolve("book"), time_budget=3)
+    # a machine on which one epoch of a width-w model costs (w / 64)^2 seconds: 3 minutes buy
+    # 512 units 2.8 epochs, 256 units 11, 128 units 45
+    monkeypatch.setattr(recipe, "budget_epochs", lambda c, v, s: 180 / (c.units / 64) ** 2)
+    monkeypatch.setattr(recipe, "SIZE_EPOCHS", 8)
+    chosen, line = recipe.for_budget(config, 69, 25, choose_size=True)
+    assert chosen.units == 256 and "256 units" in line
+    monkeypatch.setattr(recipe, "SIZE_EPOCHS", 20)
+    assert recipe.for_budget(config, 69, 25, choose_size=True)[0].units == 128
+    assert recipe.for_budget(config, 69, 25)[0].units == 512  # --units given: never narrowed
+
+
+@pytest.mark.slow
+def test_a_short_budget_without_units_trains_a_narrower_model_and_a_resume_finds_it(
+    tmp_path, book, monkeypatch
+):
+    text = tmp_path / "part.txt"
+    text.write_text(book.read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # the default run folder: saved_models/NAME here
+    # a machine whose matrix product runs at 1 GFLOP/s: 30 s buy LSTM 2 x 512 a tenth of an
+    # epoch of this text, 2 x 128 about one
+    monkeypatch.setattr("tfrnn.recipe.matmul_rate", lambda config, repeats=3: 1e9)
+    args = ["fit", "--preset", "book", "--data", text, "--time-budget", 0.5, "--epochs", 3]
+    args += ["--no-profile", "-q"]
+    with failing_in_epoch(2):
+        first = run_cli(*args)
+    assert first.exit_code != 0 and "units a layer" in first.output
+    partial = [p for p in (tmp_path / "saved_models").iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and partial[0].name == ".lstm-2x128-book.partial"
+    started = json.loads((partial[0] / "config.json").read_text())
+    assert started["units"] == 128 and started["dropout"] == 0.2
+    resumed = run_cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming" in resumed.output
+    final = tmp_path / "saved_models" / partial[0].name[1 : -len(".partial")]
+    assert json.loads((final / "metrics.json").read_text())["config"]["units"] == started["units"]

@@ -40,6 +40,7 @@ from tfrnn.config import (
 from tfrnn.data import is_study_text
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import TfrnnError
+from tfrnn.recipe import SHORT, SHORT_EPOCHS, SIZE_EPOCHS, WIDTHS
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths
 
 __all__ = ["cli", "fit", "main"]
@@ -141,8 +142,11 @@ __all__ = ["cli", "fit", "main"]
     "time_budget",
     metavar="MINUTES",
     help="Stop after the epoch that brings training time past MINUTES. book: a budget that buys "
-    "fewer than 12 epochs on this machine trains with dropout 0.2 and a constant learning rate "
-    "unless --dropout or --schedule is given.  [default: no limit; book: 14.5]",
+    f"the model fewer than {SHORT_EPOCHS} epochs on this machine trains with dropout "
+    f"{SHORT['dropout']} and a constant learning rate of {SHORT['lr']:g} (unless --dropout, --lr or "
+    f"--schedule is given), and, unless --units is given, the widest of {WIDTHS[0]}, "
+    f"{', '.join(map(str, WIDTHS[1:]))} units that gets {SIZE_EPOCHS} epochs.  "
+    "[default: no limit; book: 14.5]",
 )
 @click.option(
     "--init-from",
@@ -241,10 +245,15 @@ def fit(
         config = config_from_run(init_from, preset, is_study_text(data), options)
     else:
         config = TrainConfig.resolve(preset, study_text=is_study_text(data), **options)
-    # the book preset's recipe follows its time budget unless dropout or schedule is given
-    recipe = init_from is None and not {"dropout", "schedule"} & {k for k, v in options.items() if v}
+    given = {k for k, v in options.items() if v is not None}
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     kernel_setting(quiet)
+    # the book preset's recipe follows its time budget unless the user chose it
+    if init_from is None and config.preset == "book" and config.time_budget and not set(SHORT) & given:
+        import_tensorflow_quietly()  # the estimate times TensorFlow's matrix product
+        from tfrnn.experiment import fit_to_budget
+
+        config = fit_to_budget(config, data, out, resume, "units" not in given, click.echo)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
@@ -267,7 +276,6 @@ def fit(
             profile=not no_profile,
             strategy=strategy,
             xla=xla,
-            budget_recipe=recipe,
         )
     except KeyboardInterrupt:
         raise interrupted(paths) from None

@@ -285,6 +285,14 @@ def stream_batches_per_epoch(n: int, num_steps: int, batch_size: int) -> int:
     return (n - num_steps - 1) // (batch_size * num_steps)
 
 
+def book_steps_per_epoch(n: int, num_steps: int, batch_size: int, carry_state: bool = False) -> int:
+    """Training batches per epoch of the book preset over ``n`` training tokens: carried
+    streams, or non-overlapping windows from a fresh offset (the same number whatever it is)."""
+    if carry_state:
+        return stream_batches_per_epoch(n, num_steps, batch_size)
+    return -(-((n - num_steps) // num_steps) // batch_size)
+
+
 def _epoch_seed(seed: int, epoch, stream: int = 0):
     """The stateless seed of one epoch's random choices (``stream`` tells them apart)."""
     import tensorflow as tf
@@ -377,8 +385,8 @@ def make_splits(
         parts = corpus.book_parts(num_steps)
         n = len(parts["train"])
         train_ids = tf.constant(parts["train"])
+        steps = book_steps_per_epoch(n, num_steps, batch_size, carry_state)
         if carry_state:
-            steps = stream_batches_per_epoch(n, num_steps, batch_size)
             if steps < 1:
                 raise DataError(
                     f"text too short for carried-state training: its training part has {n:,} "
@@ -396,7 +404,6 @@ def make_splits(
             # Non-overlapping windows from a fresh offset, the same number whatever the
             # offset, shuffled.
             n_train = (n - num_steps) // num_steps
-            steps = -(-n_train // batch_size)
 
             def epoch_data(epoch):
                 starts = _offset(num_steps, seed, epoch) + _shuffled(n_train, seed, epoch) * num_steps

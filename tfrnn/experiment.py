@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfrnn.config import TrainConfig, with_defaults
-from tfrnn.data import Corpus, eval_batch_size, make_splits
+from tfrnn.data import Corpus, book_steps_per_epoch, eval_batch_size, make_splits
 from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged, one_line
 from tfrnn.generate import study_continuations
 from tfrnn.memory import check_fits
@@ -84,15 +84,13 @@ def run_training(
     profile: bool = True,
     strategy=None,
     xla: str | None = None,
-    budget_recipe: bool = False,
 ) -> dict:
     """Train ``config`` and write its run folder at ``paths.final``; returns the metrics.
 
     Every input is checked before anything is written. An interrupted run keeps its
     partial folder, so the same call with ``resume=True`` continues it. Under a
     multi-worker ``strategy`` every worker trains, and only the chief writes the folder.
-    ``xla``: see ``tfrnn.train.use_xla``. ``budget_recipe``: a book-preset run with a time
-    budget takes the recipe the budget calls for (``tfrnn.recipe``).
+    ``xla``: see ``tfrnn.train.use_xla``.
     """
     from tfrnn.distribute import is_chief
 
@@ -102,7 +100,7 @@ def run_training(
     paths.check(overwrite=overwrite, resume=resume)
     with paths.lock():
         paths.check(overwrite=overwrite, resume=resume)  # again, now that no one else can change it
-        run = prepare(config, data, log, budget_recipe, paths if resume else None)
+        run = prepare(config, data, log)
         return _train(run, paths, resume, tensorboard, verbose, callbacks, profile, strategy, xla, log)
 
 
@@ -136,11 +134,9 @@ class Run:
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
-def prepare(config: TrainConfig, data, log=print, budget_recipe: bool = False, resumed=None) -> Run:
+def prepare(config: TrainConfig, data, log=print) -> Run:
     """The data stage: the text as ids, its pipelines and the weights to start from, every
-    check that can fail done before anything is written. ``budget_recipe``: take the recipe
-    the time budget calls for (``tfrnn.recipe``; ``resumed``: the ``RunPaths`` of a run
-    being resumed, whose start chose it)."""
+    check that can fail done before anything is written."""
     check_fits(config)  # a lower bound (the letters' 28 tokens), before the data's windows exist
     corpus, splits = load_data(config, data)
     check_fits(config, len(corpus.vocab))
@@ -153,14 +149,6 @@ def prepare(config: TrainConfig, data, log=print, budget_recipe: bool = False, r
     note = unknown_line(corpus)
     if note:
         log(note)
-    if budget_recipe and config.preset == "book" and config.time_budget:
-        from tfrnn.recipe import for_budget
-
-        file = resumed.config_file if resumed is not None else None
-        saved = json.loads(file.read_text()) if file is not None and file.is_file() else None
-        config, line = for_budget(config, len(corpus.vocab), splits.steps_per_epoch, saved)
-        if line:
-            log(line)
     return Run(config, corpus, splits, init_weights(config))
 
 
@@ -358,6 +346,32 @@ def load_corpus(config: TrainConfig, data: str | Path | None) -> Corpus:
     if config.init_from:
         vocab = run_vocab(Path(config.init_from))
     return Corpus.load(data, vocab, config.preset, config.num_steps, config.min_count, config.max_vocab)
+
+
+def fit_to_budget(
+    config: TrainConfig, data, out: Path | None, resume: bool, choose_size: bool, log=print
+) -> TrainConfig:
+    """A book-preset run's configuration with the recipe its time budget calls for
+    (``tfrnn.recipe``; ``choose_size``: its width too). Resuming an interrupted run (in
+    ``out``, or in the default folder of any width the budget may choose), it is what that
+    run's start chose."""
+    from tfrnn.recipe import WIDTHS, for_budget, started_with
+    from tfrnn.rundir import DEFAULT_ROOT
+
+    if resume:
+        widths = [config.units, *(w for w in WIDTHS if w < config.units and choose_size)]
+        for width in widths:
+            name = dataclasses.replace(config, units=width).name
+            paths = RunPaths(out if out is not None else DEFAULT_ROOT / name)
+            if paths.config_file.is_file():
+                return started_with(config, json.loads(paths.config_file.read_text()))
+    corpus = load_corpus(config, data)
+    n = len(corpus.book_parts(config.num_steps)["train"])
+    steps = book_steps_per_epoch(n, config.num_steps, config.batch_size, config.carry_state)
+    config, line = for_budget(config, len(corpus.vocab), steps, choose_size)
+    if line:
+        log(line)
+    return config
 
 
 def run_vocab(run_dir: Path):

@@ -1,22 +1,35 @@
 """The book preset's recipe for a time budget, chosen by the epochs the budget buys here.
 
 The book preset's recipe (AdamW 3e-3 warmed up over the first epoch, then a cosine decay
-to zero at the end of the budget, dropout 0.5 on the input, between and after the layers)
-was measured best for 14.5 minutes of an Intel Xeon with AVX-512 (about 40 epochs of LSTM
-2 x 512). A budget that buys only a few epochs spends a third of them warming up and the
-rest decaying, with a dropout that slows learning. Measured (LSTM 2 x 512, the book, chars
-vocabulary, `tfrnn fit --preset book --time-budget 3`, AMD EPYC with 2 cores and AVX2,
-3 epochs each; test perplexity): that recipe 12.49; dropout 0.2 under the same schedule
-11.59; dropout 0.2 and a constant rate 7.96. At 7 minutes (7-8 epochs): that recipe 7.11,
-dropout 0.2 and a constant rate 5.24 (the PyTorch peer, 9 epochs: 4.98). So a budget
-estimated to buy fewer than ``SHORT_EPOCHS`` epochs trains with ``SHORT``; a longer one
-keeps the preset's recipe (between 8 and ~40 epochs the crossing is not measured).
+to zero at the end of the budget, dropout 0.5 on the input, between and after the layers,
+LSTM 2 x 512) was measured best for 14.5 minutes of an Intel Xeon with AVX-512: about 40
+epochs. A budget that buys far fewer spends a third of them warming up and the rest
+decaying, with a dropout that slows learning, on a model too big to learn in that time.
+Measured on an AMD EPYC with 2 cores and AVX2 (the book, chars vocabulary, `tfrnn fit
+--preset book --time-budget B`; epochs run, test perplexity):
+
+- LSTM 2 x 512, 3 minutes (3 epochs): the preset's recipe 12.49; dropout 0.2 11.59; dropout
+  0.2 and a constant rate 7.96. 7 minutes (7-8 epochs): the preset's recipe 7.11; dropout 0.2
+  and a constant 3e-3 5.24. 14.5 minutes, letters (15 epochs): the preset's recipe 4.36,
+  behind the PyTorch peer's flat Adam (3.85).
+- LSTM 2 x 256 over 6 epochs (best validation): dropout 0.5, Adam 3e-3 6.45; Adam 5e-3 6.24;
+  dropout 0.2, AdamW 3e-3 5.77; dropout 0.2, 5e-3 5.33 (the peer, dropout 0.5: 6.97).
+- Dropout 0.2, a constant 5e-3: 3 minutes: 2 x 256 (10 epochs) 4.955, **2 x 128 (33) 4.794**;
+  7 minutes: **2 x 256 (19) 4.449**, 2 x 128 (60, the preset's cap) 4.527, 2 x 512 5.24.
+
+So a budget estimated to buy the preset's model fewer than ``SHORT_EPOCHS`` epochs trains
+with ``SHORT`` and, unless --units is given, on the widest of ``WIDTHS`` that the estimate
+gives ``SIZE_EPOCHS`` epochs (its estimates there: 2 x 256 13.4 epochs in 3 minutes, 31.6
+in 7; 2 x 128 42.9 in 3: 20 lies between the widths that lost and won). A longer budget
+keeps the preset's recipe.
 
 The estimate is made on this machine, for this model and text: the training step's
 arithmetic (three times the forward pass's matrix products) over the rate TensorFlow's
 matrix product reaches here at the model's input-projection shape, so a fast CPU gets the
-long recipe for a budget that a slow one spends on the short one. It is made once, when a
-run starts; a resumed run keeps what its start chose.
+long recipe (or a wider model) for a budget that a slow one spends on the short one. It
+over-counts narrow models' epochs (their steps are further from the matrix product's
+peak): the thresholds are on the estimate. It is made once, when a run starts; a resumed
+run keeps what its start chose.
 """
 
 from __future__ import annotations
@@ -26,9 +39,15 @@ import time
 
 from tfrnn.config import GATES, TrainConfig
 
-#: Budgets estimated to buy fewer epochs than this train with ``SHORT``.
-SHORT_EPOCHS = 12
-SHORT = {"dropout": 0.2, "schedule": "constant"}
+#: Budgets estimated to buy the preset's model fewer epochs than this train with ``SHORT``.
+SHORT_EPOCHS = 40
+SHORT = {"dropout": 0.2, "schedule": "constant", "lr": 0.005}
+#: Widths a short budget chooses among (when --units is not given): the widest whose
+#: budget buys at least ``SIZE_EPOCHS`` epochs, else the narrowest.
+WIDTHS = (512, 256, 128)
+SIZE_EPOCHS = 20
+#: What the budget chooses: a resumed run keeps its start's.
+CHOSEN = ("units", *SHORT)
 
 
 def step_flops(config: TrainConfig, vocab_size: int) -> float:
@@ -68,19 +87,36 @@ def budget_epochs(config: TrainConfig, vocab_size: int, steps_per_epoch: int) ->
 
 
 def for_budget(
-    config: TrainConfig, vocab_size: int, steps_per_epoch: int, saved: dict | None = None
+    config: TrainConfig, vocab_size: int, steps_per_epoch: int, choose_size: bool = False
 ) -> tuple[TrainConfig, str | None]:
     """``config`` with the recipe its time budget calls for, and a line saying what was
-    chosen (None when nothing changes). ``saved``: the configuration an interrupted run
-    started with (its choice is kept)."""
-    if saved is not None:
-        kept = {k: saved[k] for k in SHORT if k in saved}
-        return dataclasses.replace(config, **kept), None
+    chosen (None when nothing changes). ``choose_size``: a short budget may also narrow the
+    model (to the widest of ``WIDTHS`` that gets ``SIZE_EPOCHS`` epochs)."""
     epochs = budget_epochs(config, vocab_size, steps_per_epoch)
     if epochs >= SHORT_EPOCHS:
         return config, None
-    return dataclasses.replace(config, **SHORT), (
-        f"recipe: {config.time_budget:g} minutes buy about {epochs:.0f} epochs here, fewer than "
-        f"{SHORT_EPOCHS}: dropout {SHORT['dropout']}, a constant learning rate (no warm-up, no "
-        "decay); pass --dropout or --schedule to choose yourself"
+    chosen = dataclasses.replace(config, **SHORT)
+    said = (
+        f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here, "
+        f"fewer than {SHORT_EPOCHS}: dropout {SHORT['dropout']}, a constant learning rate of "
+        f"{SHORT['lr']:g} (no warm-up, no decay)"
     )
+    if choose_size:
+        for width in (w for w in WIDTHS if w < config.units):
+            if epochs >= SIZE_EPOCHS:
+                break
+            chosen = dataclasses.replace(chosen, units=width)
+            epochs = budget_epochs(chosen, vocab_size, steps_per_epoch)
+        if chosen.units != config.units:
+            said += f", {chosen.units} units a layer (about {_about(epochs)} epochs)"
+    return chosen, said + "; pass --units, --dropout, --lr or --schedule to choose yourself"
+
+
+def _about(epochs: float) -> str:
+    return f"{epochs:.0f}" if epochs >= 10 else f"{epochs:.1f}"
+
+
+def started_with(config: TrainConfig, saved: dict) -> TrainConfig:
+    """``config`` with what the budget chose when the interrupted run ``saved`` (its
+    configuration) started, whatever the estimate says now."""
+    return dataclasses.replace(config, **{k: saved[k] for k in CHOSEN if k in saved})

@@ -1,13 +1,16 @@
 """Whole-book quality at equal wall-clock budget: tfrnn against its PyTorch peer, side by side.
 
-    python tools/bench_book.py [--model lstm-2x512] [--dropout 0.5] [--budget-min 15]
+    python tools/bench_book.py [--model auto|lstm-2x512] [--dropout 0.5] [--budget-min 15]
                                [--repeats 1] [--torch-python PY] [--json out.json]
                                [-- extra `tfrnn fit` options]
 
-For the same model (embedding 64, the book split, batches of 64 x 100) it runs
-`tfrnn fit --preset book` (its own recipe: the book preset's defaults, or the extra
-options given after --) and tools/torch_book_peer.py (flat Adam, independent windows), each
-in a fresh process with the same --time-budget, alternating. Both read the validation and
+It runs `tfrnn fit --preset book` with its own recipe (the book preset's defaults as its
+time budget adapts them, tfrnn.recipe, or the extra options given after --) and
+tools/torch_book_peer.py (flat Adam 3e-3, dropout --dropout, independent windows) on the
+same model (embedding 64, the book split, batches of 64 x 100), each in a fresh process
+with the same --time-budget, alternating (tfrnn first). ``--model auto`` (the default) lets
+tfrnn's budget choose the width, and the peer trains the model tfrnn chose; a named model
+is trained by both. Both read the validation and
 test parts as one sequence each, the state carried, with the best validation epoch's
 weights. It prints per side: best validation and test perplexity, epochs run, median
 seconds per epoch (the first left out; validation included on both sides), peak RSS, and
@@ -48,13 +51,14 @@ runpy.run_module("tfrnn", run_name="__main__")
 """
 
 
-def run_tfrnn(
-    cell, units, layers, dropout, budget, extra: list[str], vocab: str, out: Path, seed: int
-) -> dict:
-    """One `tfrnn fit` into ``out`` (kept: it is scored after all runs)."""
-    args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--cell", cell]
-    args += ["--units", str(units), "--layers", str(layers), "--embedding", "64"]
-    args += ["--dropout", str(dropout), "--time-budget", str(budget), "--out", str(out)]
+def run_tfrnn(model: str, budget, extra: list[str], vocab: str, out: Path, seed: int) -> dict:
+    """One `tfrnn fit` into ``out`` (kept: it is scored after all runs); ``model``: "auto"
+    (the preset's, as its budget chooses) or a model both sides train."""
+    args = [sys.executable, "-c", CHILD_PRELUDE + TFRNN_CHILD, "fit", "--preset", "book", "--embedding", "64"]
+    if model != "auto":
+        cell, units, layers = parse_model(model)
+        args += ["--cell", cell, "--units", str(units), "--layers", str(layers)]
+    args += ["--time-budget", str(budget), "--out", str(out)]
     args += ["--vocab", vocab, "--seed", str(seed), "--no-profile", "-q", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
@@ -72,6 +76,7 @@ def run_tfrnn(
         "median_epoch_s": m["median_epoch_seconds"],
         "params": m["parameters"]["total"],
         "recipe": {k: m["config"][k] for k in ("dropout", "schedule", "lr")},  # tfrnn.recipe's choice
+        "model": f"{m['config']['cell']}-{m['config']['layers']}x{m['config']['units']}",
         "peak_rss_mib": read_peak(proc.stdout),
     }
 
@@ -114,8 +119,10 @@ def run_peer(python, cell, units, layers, dropout, budget, data, vocab: str = "c
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="lstm-2x512", help="like lstm-2x512 or gru-256")
-    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument(
+        "--model", default="auto", help="like lstm-2x512 or gru-256; auto: the one tfrnn's budget chooses"
+    )
+    ap.add_argument("--dropout", type=float, default=0.5, help="the peer's dropout")
     ap.add_argument("--budget-min", type=float, default=15.0, help="training minutes per side")
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side")
     ap.add_argument("--torch-python", default=None, help="a Python that can import torch")
@@ -132,7 +139,9 @@ def main() -> None:
 
     from tfrnn.data import book_path
 
-    cell, units, layers = parse_model(a.model)
+    model = a.model
+    if model != "auto":
+        parse_model(model)  # a bad name fails before anything runs
     torch_python = find_torch_python(a.torch_python)
     if torch_python is None:
         print("PyTorch not found: timing tfrnn alone (pass --torch-python)", file=sys.stderr)
@@ -141,17 +150,19 @@ def main() -> None:
     folders = tempfile.TemporaryDirectory()
     kept: list[Path] = []
     for rep in range(a.repeats):
-        for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):
+        for side in ("tfrnn", "torch") if rep % 2 == 0 else ("torch", "tfrnn"):  # tfrnn first
             if side == "tfrnn":
                 out = a.keep_run if rep == 0 and a.keep_run else Path(folders.name) / f"run{rep}"
                 kept.append(out)
-                mine = run_tfrnn(cell, units, layers, a.dropout, a.budget_min, a.extra, a.vocab, out, rep)
+                mine = run_tfrnn(a.model, a.budget_min, a.extra, a.vocab, out, rep)
                 runs[side].append(mine)
+                model = mine["model"]  # the peer trains what tfrnn trained
             elif torch_python:
+                cell, units, layers = parse_model(model)
                 peer = run_peer(torch_python, cell, units, layers, a.dropout, a.budget_min, data, a.vocab)
                 runs[side].append(peer)
             print(side, json.dumps(runs[side][-1]) if runs[side] else "-", file=sys.stderr, flush=True)
-    row: dict = {"model": a.model, "dropout": a.dropout, "budget_min": a.budget_min, "cpu": cpu_summary()}
+    row: dict = {"model": model, "peer_dropout": a.dropout, "budget_min": a.budget_min, "cpu": cpu_summary()}
     row["vocab"] = a.vocab
     if a.dynamic or len(kept) > 1:
         row.update({f"tfrnn_{k}": v for k, v in score_tfrnn(kept, a.dynamic).items()})
@@ -166,7 +177,8 @@ def main() -> None:
         row["epoch_time_ratio"] = row["tfrnn_median_epoch_s"] / row["torch_median_epoch_s"]
         row["test_ppl_ratio"] = row["tfrnn_test_ppl"] / row["torch_test_ppl"]
     print(
-        f"{a.model}, dropout {a.dropout}, {a.budget_min:g} min each, {a.vocab} vocabulary; CPU: {row['cpu']}"
+        f"{model} (asked: {a.model}), peer dropout {a.dropout}, tfrnn recipe {runs['tfrnn'][0]['recipe']}, "
+        f"{a.budget_min:g} min each, {a.vocab} vocabulary; CPU: {row['cpu']}"
     )
     print(f"{'':<22} {'tfrnn':>9} {'torch':>9}")
     for key in keys:
