@@ -56,14 +56,26 @@ def book() -> Path:
     return BOOK
 
 
-@pytest.fixture(scope="session")
-def small_run(tmp_path_factory, book):
-    """A GRU-8 trained for 2 epochs of the hw4 preset, with TensorBoard logs."""
-    base = tmp_path_factory.mktemp("small_run")
+def _gru_8_run(base: Path, *options: str) -> dict:
     out, tb = base / "gru-8", base / "tb"
-    result = run_cli("fit", "--cell", "gru", "--units", 8, "--epochs", 2, "--out", out, "--tensorboard", tb)
+    result = run_cli(
+        "fit", "--cell", "gru", "--units", 8, "--epochs", 2, "--out", out, "--tensorboard", tb, *options
+    )
     assert result.exit_code == 0, result.output
     return {"dir": out, "tensorboard": tb, "output": result.output}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, book):
+    """A GRU-8 trained for 2 epochs of the hw4 preset, with TensorBoard logs (not profiled:
+    ``profiled_run`` is)."""
+    return _gru_8_run(tmp_path_factory.mktemp("small_run"), "--no-profile")
+
+
+@pytest.fixture(scope="session")
+def profiled_run(tmp_path_factory, book):
+    """``small_run`` as `tfrnn fit` writes it by default: profiled (FLOPs, speed)."""
+    return _gru_8_run(tmp_path_factory.mktemp("profiled_run"))
 
 
 @contextmanager

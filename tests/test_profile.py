@@ -94,14 +94,18 @@ def test_cli_profile_lstm_128_shows_the_study_figures():
     assert profiler == analytic and profiler > 150  # equal counts print the same
 
 
-def test_fit_stores_the_profile_and_speed(small_run):
-    m = json.loads((small_run["dir"] / "metrics.json").read_text())
+@pytest.mark.slow
+def test_fit_stores_the_profile_and_speed(profiled_run, small_run):
+    m = json.loads((profiled_run["dir"] / "metrics.json").read_text())
     assert m["profile"]["params_recurrent_study"] == m["parameters"]["recurrent_study"]
     assert m["profile"]["macs_1024_study"] == study_macs("gru", 8, 1, 28)
     assert m["profile"]["flops_1024_profiler"] == m["profile"]["flops_1024_analytic"]
     config = TrainConfig.resolve(cell="gru", units=8)  # the run's: batch 1,024 x 32 steps
     assert m["profile"]["flops_train_step_profiler"] == profiler_flops(config, 28, 32, 1024, "train_step")
     assert m["speed"]["generate_ms_per_char"] > 0 and m["speed"]["score_chars_per_s"] > 0
-    result = run_cli("profile", small_run["dir"])
+    assert "profiling" in profiled_run["output"] and "profile" not in json.loads(
+        (small_run["dir"] / "metrics.json").read_text()
+    )  # --no-profile skips it
+    result = run_cli("profile", profiled_run["dir"])
     assert result.exit_code == 0, result.output
     assert "training time" in result.stdout and "generation latency" in result.stdout

@@ -245,15 +245,11 @@ def fit(
         config = config_from_run(init_from, preset, is_study_text(data), options)
     else:
         config = TrainConfig.resolve(preset, study_text=is_study_text(data), **options)
-    given = {k for k, v in options.items() if v is not None}
+    given = {k for k, v in options.items() if v is not None}  # what the user chose
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     kernel_setting(quiet)
-    # the book preset's recipe follows its time budget unless the user chose it
-    if init_from is None and config.preset == "book" and config.time_budget and not set(SHORT) & given:
-        import_tensorflow_quietly()  # the estimate times TensorFlow's matrix product
-        from tfrnn.experiment import fit_to_budget
-
-        config = fit_to_budget(config, data, out, resume, "units" not in given, click.echo)
+    if init_from is None and strategy != "multi-worker":  # workers must not choose apart
+        config = _fitted_to_budget(config, given, data, out, resume)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
@@ -281,6 +277,17 @@ def fit(
         raise interrupted(paths) from None
     for line in result_lines(m, paths.final):
         click.echo(line)
+
+
+def _fitted_to_budget(config: TrainConfig, given: set, data, out: Path | None, resume: bool) -> TrainConfig:
+    """The book preset's recipe follows its time budget (``tfrnn.recipe``) unless the user
+    chose it: ``given`` names the options given."""
+    if config.preset != "book" or not config.time_budget or set(SHORT) & given:
+        return config
+    import_tensorflow_quietly()  # the estimate times TensorFlow's matrix product
+    from tfrnn.experiment import fit_to_budget
+
+    return fit_to_budget(config, data, out, resume, "units" not in given, click.echo)
 
 
 def main() -> None:
