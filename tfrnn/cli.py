@@ -249,7 +249,7 @@ def fit(
     xla = xla_setting(xla)  # a bad $TFRNN_XLA fails here, before anything is written
     kernel_setting(quiet)
     if init_from is None and strategy != "multi-worker":  # workers must not choose apart
-        config = _fitted_to_budget(config, given, data, out, resume)
+        config, data = _fitted_to_budget(config, given, data, out, resume)
     paths = RunPaths(out if out is not None else DEFAULT_ROOT / config.name)
     paths.check(overwrite=overwrite, resume=resume, held_elsewhere=strategy != "multi-worker")
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
@@ -279,11 +279,12 @@ def fit(
         click.echo(line)
 
 
-def _fitted_to_budget(config: TrainConfig, given: set, data, out: Path | None, resume: bool) -> TrainConfig:
+def _fitted_to_budget(config: TrainConfig, given: set, data, out: Path | None, resume: bool) -> tuple:
     """The book preset's recipe follows its time budget (``tfrnn.recipe``) unless the user
-    chose it: ``given`` names the options given."""
+    chose it (``given`` names the options given); the config and the data to train on (the
+    text already read, when the estimate read it)."""
     if config.preset != "book" or not config.time_budget or set(SHORT) & given:
-        return config
+        return config, data
     import_tensorflow_quietly()  # the estimate times TensorFlow's matrix product
     from tfrnn.experiment import fit_to_budget
 

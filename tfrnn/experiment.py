@@ -74,7 +74,7 @@ def summarize(config: TrainConfig, history: list[dict], params: dict, extra: dic
 def run_training(
     config: TrainConfig,
     paths: RunPaths,
-    data: str | Path | None = None,
+    data: str | Path | Corpus | None = None,
     resume: bool = False,
     overwrite: bool = False,
     tensorboard: Path | None = None,
@@ -90,7 +90,8 @@ def run_training(
     Every input is checked before anything is written. An interrupted run keeps its
     partial folder, so the same call with ``resume=True`` continues it. Under a
     multi-worker ``strategy`` every worker trains, and only the chief writes the folder.
-    ``xla``: see ``tfrnn.train.use_xla``.
+    ``xla``: see ``tfrnn.train.use_xla``. ``data``: a text's path or TFDS name (None: the
+    book), or the ``Corpus`` already read for ``config``.
     """
     from tfrnn.distribute import is_chief
 
@@ -339,9 +340,12 @@ def check_init_from(config: TrainConfig) -> None:
         )
 
 
-def load_corpus(config: TrainConfig, data: str | Path | None) -> Corpus:
+def load_corpus(config: TrainConfig, data: str | Path | Corpus | None) -> Corpus:
     """``data`` as ids of ``config``'s vocabulary: built from the text's training part, or
-    the vocabulary of the run ``--init-from`` names (its new characters read as ``<unk>``)."""
+    the vocabulary of the run ``--init-from`` names (its new characters read as ``<unk>``).
+    A ``Corpus`` already read for ``config`` (``fit_to_budget``'s) is taken as it is."""
+    if isinstance(data, Corpus):
+        return data
     vocab = config.vocab
     if config.init_from:
         vocab = run_vocab(Path(config.init_from))
@@ -350,28 +354,33 @@ def load_corpus(config: TrainConfig, data: str | Path | None) -> Corpus:
 
 def fit_to_budget(
     config: TrainConfig, data, out: Path | None, resume: bool, choose_size: bool, log=print
-) -> TrainConfig:
+) -> tuple[TrainConfig, str | Path | Corpus | None]:
     """A book-preset run's configuration with the recipe its time budget calls for
-    (``tfrnn.recipe``; ``choose_size``: its width too). Resuming an interrupted run (in
-    ``out``, or in the default folder of any width the budget may choose), it is what that
-    run's start chose."""
+    (``tfrnn.recipe``; ``choose_size``: its width too), and ``data`` to train on: the
+    ``Corpus`` read for the estimate, so that it is not read again. Resuming an interrupted
+    run (in ``out``, or in the default folder of any width the budget may choose), it is
+    what that run's start chose, and ``data`` as it was."""
     from tfrnn.recipe import WIDTHS, for_budget, started_with
     from tfrnn.rundir import DEFAULT_ROOT
 
     if resume:
         widths = [config.units, *(w for w in WIDTHS if w < config.units and choose_size)]
-        for width in widths:
-            name = dataclasses.replace(config, units=width).name
-            paths = RunPaths(out if out is not None else DEFAULT_ROOT / name)
+        folders = (
+            [out]
+            if out is not None
+            else [DEFAULT_ROOT / dataclasses.replace(config, units=w).name for w in widths]
+        )
+        for folder in folders:
+            paths = RunPaths(folder)
             if paths.config_file.is_file():
-                return started_with(config, json.loads(paths.config_file.read_text()))
+                return started_with(config, json.loads(paths.config_file.read_text())), data
     corpus = load_corpus(config, data)
     n = len(corpus.book_parts(config.num_steps)["train"])
     steps = book_steps_per_epoch(n, config.num_steps, config.batch_size, config.carry_state)
     config, line = for_budget(config, len(corpus.vocab), steps, choose_size)
     if line:
         log(line)
-    return config
+    return config, corpus
 
 
 def run_vocab(run_dir: Path):
@@ -404,7 +413,7 @@ def unknown_line(corpus: Corpus) -> str | None:
     return f"note: characters read as <unk>: {'; '.join(parts)}"
 
 
-def load_data(config: TrainConfig, data: str | Path | None):
+def load_data(config: TrainConfig, data: str | Path | Corpus | None):
     """The corpus and ``config``'s pipelines, seeded first (shuffle seeds use the global seed)."""
     corpus = load_corpus(config, data)
     if config.seed is not None:
