@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import failing_in_epoch, run_cli
 from tests.test_fit import read_csv
+from tfrnn.recipe import SHORT
 
 #: A small, fast book model: 16 streams of 50 steps, 3 epochs.
 SMALL_BOOK = [
@@ -204,7 +205,7 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     assert "stopped by the time budget" in result.output
     # a budget this short buys under SHORT_EPOCHS epochs: the short recipe, said and recorded
     assert "recipe: " in result.output
-    assert (m["config"]["dropout"], m["config"]["schedule"]) == (0.2, "constant")
+    assert (m["config"]["dropout"], m["config"]["schedule"]) == (SHORT["dropout"], SHORT["schedule"])
 
 
 @pytest.mark.slow

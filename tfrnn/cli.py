@@ -143,8 +143,9 @@ __all__ = ["cli", "fit", "main"]
     metavar="MINUTES",
     help="Stop after the epoch that brings training time past MINUTES. book: a budget that buys "
     f"the model fewer than {SHORT_EPOCHS} epochs on this machine trains with dropout "
-    f"{SHORT['dropout']} and a constant learning rate of {SHORT['lr']:g} (unless --dropout, --lr or "
-    f"--schedule is given), and, unless --units is given, the widest of {WIDTHS[0]}, "
+    f"{SHORT['dropout']} and a learning rate of {SHORT['lr']:g}, halved when the validation stalls "
+    "(unless --dropout, --lr or --schedule is given), and, unless --units is given, "
+    f"the widest of {WIDTHS[0]}, "
     f"{', '.join(map(str, WIDTHS[1:]))} units that gets {SIZE_EPOCHS} epochs.  "
     "[default: no limit; book: 14.5]",
 )

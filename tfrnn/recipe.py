@@ -41,7 +41,7 @@ from tfrnn.config import GATES, TrainConfig
 
 #: Budgets estimated to buy the preset's model fewer epochs than this train with ``SHORT``.
 SHORT_EPOCHS = 40
-SHORT = {"dropout": 0.2, "schedule": "constant", "lr": 0.005}
+SHORT = {"dropout": 0.2, "schedule": "plateau", "lr": 0.005}
 #: Widths a short budget chooses among (when --units is not given): the widest whose
 #: budget buys at least ``SIZE_EPOCHS`` epochs, else the narrowest.
 WIDTHS = (512, 256, 128)
@@ -98,8 +98,8 @@ def for_budget(
     chosen = dataclasses.replace(config, **SHORT)
     said = (
         f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here, "
-        f"fewer than {SHORT_EPOCHS}: dropout {SHORT['dropout']}, a constant learning rate of "
-        f"{SHORT['lr']:g} (no warm-up, no decay)"
+        f"fewer than {SHORT_EPOCHS}: dropout {SHORT['dropout']}, a learning rate of {SHORT['lr']:g} "
+        "(no warm-up, halved when the validation stops improving)"
     )
     if choose_size:
         for width in (w for w in WIDTHS if w < config.units):
