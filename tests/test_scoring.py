@@ -110,3 +110,21 @@ def test_score_errors_are_one_line(two_runs, small_run, tmp_path):
     assert mixed.exit_code != 0 and "another vocabulary" in mixed.output
     windows = run_cli("score", two_runs[0], two_runs[1], "--text-file", text, "--window", 8)
     assert windows.exit_code != 0 and "--window" in windows.output
+
+
+@pytest.mark.parametrize("best", [1e-5, 3e-4, 1e-3, 3e-2, 1e-1])
+def test_the_settings_search_walks_to_the_lowest_cost_from_either_side(best):
+    from tfrnn.scoring import LEARNING_RATES, LR_START, descend
+
+    asked = []
+
+    def cost(lr):
+        asked.append(lr)
+        return abs(math.log(lr / best))  # one minimum, anywhere on the grid
+
+    assert descend(LEARNING_RATES, LR_START, cost) == best
+    # a walk: nothing asked beyond one step past the stretch between the start and the best
+    ends = sorted(LEARNING_RATES.index(v) for v in (LR_START, best))
+    assert all(ends[0] - 1 <= LEARNING_RATES.index(v) <= ends[1] + 1 for v in asked)
+    # a cost that rises on both sides of the start stays there
+    assert descend(LEARNING_RATES, LR_START, lambda lr: abs(math.log(lr / LR_START))) == LR_START

@@ -14,7 +14,7 @@ with the current weights, then the weights take one step on that segment's loss,
 ``rate`` = ``ms`` over its mean across the weights (capped at 1 / ``decay``), ``w0`` the
 trained weights. A text is so predicted from the weights adapted to what came before it in
 the text, never to what it predicts. ``lr`` and ``decay`` are chosen on the run's
-validation part (a coarse search, ``choose_settings``) and stored in the run folder
+validation part (a walk along two grids, ``choose_settings``) and stored in the run folder
 (``dynamic.json``); figures obtained this way are always reported as dynamic, apart from
 the static ones.
 """
@@ -34,12 +34,14 @@ from tfrnn.config import TrainConfig
 from tfrnn.errors import TfrnnError
 
 #: Characters per dynamic-evaluation segment (one weight update each).
-SEGMENT = 50
+SEGMENT = 20
 #: Added to the gradient's RMS before dividing (Krause et al.'s default).
 EPSILON = 2e-5
-#: Learning rates tried on the validation part (at DECAY_FIRST), then decays (at the best).
-LEARNING_RATES = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
-DECAYS = (0.0, 1e-3, 1e-2, 3e-2)
+#: Learning rates searched on the validation part (at DECAY_FIRST), then decays (at the
+#: best rate): each list walked from its start toward lower cross-entropy until it rises.
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+LR_START = 1e-4
+DECAYS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 DECAY_FIRST = 1e-3
 #: Training windows (rows x SEGMENT characters, from a zero state) for the gradient's RMS.
 STAT_BATCHES, STAT_ROWS = 12, 64
@@ -206,9 +208,22 @@ class DynamicEvaluator:
         return np.concatenate(out)[:n]
 
 
+def descend(values: tuple[float, ...], start: float, cost: Callable[[float], float]) -> float:
+    """The value of ``values`` (in order) a walk from ``start`` reaches: toward the
+    neighbour of lower ``cost``, step by step while the cost falls."""
+    i = values.index(start)
+    for step in (1, -1):
+        moved = False
+        while 0 <= i + step < len(values) and cost(values[i + step]) < cost(values[i]):
+            i, moved = i + step, True
+        if moved:
+            break
+    return values[i]
+
+
 def choose_settings(evaluator: DynamicEvaluator, val_ids: np.ndarray, log: Callable = print) -> dict:
     """``lr`` and ``decay`` that give the lowest validation cross-entropy: the learning
-    rates at DECAY_FIRST, then the decays at the best rate."""
+    rate at DECAY_FIRST, then the decay at that rate (each by ``descend``)."""
     tried: dict[tuple[float, float], float] = {}
 
     def ce(lr: float, decay: float) -> float:
@@ -217,8 +232,8 @@ def choose_settings(evaluator: DynamicEvaluator, val_ids: np.ndarray, log: Calla
             log(f"  lr {lr:g}, decay {decay:g}: validation {tried[(lr, decay)] / math.log(2):.4f} bits/char")
         return tried[(lr, decay)]
 
-    lr = min(LEARNING_RATES, key=lambda r: ce(r, DECAY_FIRST))
-    decay = min(DECAYS, key=lambda d: ce(lr, d))
+    lr = descend(LEARNING_RATES, LR_START, lambda r: ce(r, DECAY_FIRST))
+    decay = descend(DECAYS, DECAY_FIRST, lambda d: ce(lr, d))
     static = float(-evaluator.log_probs(val_ids, 0.0, 0.0).mean())
     return {
         "segment": evaluator.segment,
