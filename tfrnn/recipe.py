@@ -17,6 +17,12 @@ Measured on an AMD EPYC with 2 cores and AVX2 (the book, chars vocabulary, `tfrn
 - Dropout 0.2, a constant 5e-3: 3 minutes: 2 x 256 (10 epochs) 4.955, **2 x 128 (33) 4.794**;
   7 minutes: **2 x 256 (19) 4.449**, 2 x 128 (60, the preset's cap) 4.527, 2 x 512 5.24.
 
+- The rate halved after each epoch whose validation does not improve (``--schedule
+  plateau``) instead of held constant, side by side with the peer each time: 14.5 minutes,
+  letters, 2 x 256: 3.710 (best epoch the last, 50) against 3.771 (best epoch 35 of 51: a
+  constant rate overfits late); 3 minutes, chars, 2 x 128: 4.815 against 4.825; 7 minutes,
+  chars, 2 x 256: 4.367 (23 epochs) against 4.348 (24).
+
 So a budget estimated to buy the preset's model fewer than ``SHORT_EPOCHS`` epochs trains
 with ``SHORT`` and, unless --units is given, on the widest of ``WIDTHS`` that the estimate
 gives ``SIZE_EPOCHS`` epochs (its estimates there: 2 x 256 13.4 epochs in 3 minutes, 31.6
