@@ -57,13 +57,45 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
             assert "interrupted" not in second.stderr and "Traceback" not in second.stderr
     finally:
         first.send_signal(2)  # Ctrl-C
-        first.communicate(timeout=120)
+        try:
+            first.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()  # never left training beside the rest of the suite
+            first.communicate()
+            raise AssertionError("the first run did not end within 120 s of its Ctrl-C") from None
     assert first.returncode == 130
     history = (tmp_path / ".run.partial" / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and all(not row.startswith("epoch,") for row in history[1:])
     # now nobody holds it: it is an interrupted run, and resuming it works
     third = run_cli("fit", "--units", 8, "--epochs", 100000, "--no-profile", "-q", "--out", out)
     assert third.exit_code == 1 and "an interrupted run is in" in third.stderr
+
+
+def test_a_ctrl_c_swallowed_on_its_way_out_still_stops_training(tmp_path, monkeypatch):
+    """A Ctrl-C whose KeyboardInterrupt something catches on its way out (as a library
+    may) still ends the run at that epoch's end, the completed epochs kept to resume."""
+    import os
+    import signal
+
+    from tfrnn import train
+
+    original = train.EpochTimer.on_epoch_begin
+
+    def swallowed_ctrl_c_in_epoch_2(self, epoch, logs=None):
+        if epoch == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", swallowed_ctrl_c_in_epoch_2)
+    result = run_cli("fit", "--units", 8, "--epochs", 3, "--no-profile", "-q", "--out", tmp_path / "run")
+    assert result.exit_code == 130 and "--resume" in result.stderr, result.output
+    rows = (tmp_path / ".run.partial" / "history.csv").read_text().splitlines()
+    assert len(rows) == 2  # the header and epoch 1: epoch 2 ended the run before its row
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own again
 
 
 def test_a_failed_run_says_it_failed(tmp_path, monkeypatch):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +100,43 @@ class StopOnNaN(keras.callbacks.Callback):
                 where = "validation" if key.startswith("val_") else "training"
                 stopped = f"in epoch {epoch + 1}: training stopped; try {self.advice}"
                 raise TrainingDiverged(f"{where} {what} {stopped}")
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """End training at the next epoch's end once a Ctrl-C has been seen (``noting_interrupts``
+    marks it), in case the ``KeyboardInterrupt`` it raised was swallowed on its way out (a run
+    kept training for half an hour after one Ctrl-C in the test suite once). Checked before
+    the epoch's row and backup are written, so the last completed epoch stays resumable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seen:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def noting_interrupts(callback: StopOnInterrupt):
+    """While the block runs, a SIGINT raises ``KeyboardInterrupt`` as Python's own handler
+    does and also marks ``callback``. Only in the main thread, and only where SIGINT has
+    Python's own handler (a caller's handler, or an ignored SIGINT, is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        callback.seen = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def divergence_advice(clip: float | None) -> str:
@@ -385,7 +425,9 @@ def fit(
             prepare_multi_worker(model, next(iter(splits.train)))
     done = read_history(history_csv) if history_csv.is_file() else []
     best = best_weights_file(workdir)
+    interrupt = StopOnInterrupt()
     callbacks = [
+        interrupt,
         *epoch_callbacks(config, splits, vocab_size, best, done),
         # The CSV row is written before the backup, so a crash between the two at worst
         # repeats an epoch (the repeated row is dropped when the run folder is written).
@@ -397,15 +439,16 @@ def fit(
     if tensorboard is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard)))
     first = resumed_epoch(workdir / BACKUP_DIR)
-    model.fit(
-        splits.epochs(first, config.epochs),  # each epoch's order depends on its number only
-        steps_per_epoch=splits.steps_per_epoch,
-        shuffle=False,  # the order is the pipeline's
-        validation_data=splits.val,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    with noting_interrupts(interrupt):
+        model.fit(
+            splits.epochs(first, config.epochs),  # each epoch's order depends on its number only
+            steps_per_epoch=splits.steps_per_epoch,
+            shuffle=False,  # the order is the pipeline's
+            validation_data=splits.val,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     weights = best if keeps_best_epoch(config) and best.is_file() else model.get_weights()
     final = _trained_model(config, vocab_size, splits.steps_per_epoch, weights)
     final.save_weights(str(trained))
