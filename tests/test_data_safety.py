@@ -4,6 +4,7 @@ it is asked, does not hang, and refuses what it cannot do in one line (issue: da
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from tests.test_errors import assert_one_line_error
 
 # trains until interrupted (the test sends Ctrl-C): no machine finishes 100,000 epochs first
 SLOW_FIT = [sys.executable, "-m", "tfrnn", "fit", "--units", "8", "--epochs", "100000", "--no-profile", "-q"]
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(path, seconds: float = 120, lines: int = 0) -> None:
@@ -36,6 +41,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal's foreground job gets it: a suite started in the background
+        # (`cmd &` in a script) passes SIGINT on ignored, and Python then keeps ignoring it
+        preexec_fn=_sigint_default,
     )
     try:
         _wait_for(tmp_path / ".run.partial" / "history.csv", lines=2)  # the first is training
@@ -75,7 +83,6 @@ def test_a_ctrl_c_swallowed_on_its_way_out_still_stops_training(tmp_path, monkey
     """A Ctrl-C whose KeyboardInterrupt something catches on its way out (as a library
     may) still ends the run at that epoch's end, the completed epochs kept to resume."""
     import os
-    import signal
 
     from tfrnn import train
 
@@ -91,11 +98,15 @@ def test_a_ctrl_c_swallowed_on_its_way_out_still_stops_training(tmp_path, monkey
         original(self, epoch, logs)
 
     monkeypatch.setattr(train.EpochTimer, "on_epoch_begin", swallowed_ctrl_c_in_epoch_2)
-    result = run_cli("fit", "--units", 8, "--epochs", 3, "--no-profile", "-q", "--out", tmp_path / "run")
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        result = run_cli("fit", "--units", 8, "--epochs", 3, "--no-profile", "-q", "--out", tmp_path / "run")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own again
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert result.exit_code == 130 and "--resume" in result.stderr, result.output
     rows = (tmp_path / ".run.partial" / "history.csv").read_text().splitlines()
     assert len(rows) == 2  # the header and epoch 1: epoch 2 ended the run before its row
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own again
 
 
 def test_a_failed_run_says_it_failed(tmp_path, monkeypatch):
