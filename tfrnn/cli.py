@@ -40,7 +40,7 @@ from tfrnn.config import (
 from tfrnn.data import is_study_text
 from tfrnn.distribute import STRATEGIES
 from tfrnn.errors import TfrnnError
-from tfrnn.recipe import NARROW, SHORT, SHORT_EPOCHS, SIZE_EPOCHS, WIDE_DROPOUT, WIDTHS
+from tfrnn.recipe import SHORT, SHORT_EPOCHS, SIZE_EPOCHS, WIDTHS
 from tfrnn.rundir import DEFAULT_ROOT, RunPaths
 
 __all__ = ["cli", "fit", "main"]
@@ -146,8 +146,7 @@ __all__ = ["cli", "fit", "main"]
     f"{SHORT['dropout']} and a learning rate of {SHORT['lr']:g}, halved when the validation stalls "
     "(unless --dropout, --lr or --schedule is given), and, unless --units is given, "
     f"the widest of {WIDTHS[0]}, "
-    f"{', '.join(map(str, WIDTHS[1:]))} units that gets {SIZE_EPOCHS} epochs (over {NARROW} "
-    f"units: dropout {WIDE_DROPOUT}).  "
+    f"{', '.join(map(str, WIDTHS[1:]))} units that gets {SIZE_EPOCHS} epochs.  "
     "[default: no limit; book: 14.5]",
 )
 @click.option(

@@ -23,17 +23,17 @@ Measured on an AMD EPYC with 2 cores and AVX2 (the book, chars vocabulary, `tfrn
   constant rate overfits late); 3 minutes, chars, 2 x 128: 4.815 against 4.825; 7 minutes,
   chars, 2 x 256: 4.367 (23 epochs) against 4.348 (24).
 
-- 14.5 minutes, letters, the plateau recipe, tfrnn alone (validation / test perplexity):
-  2 x 256 (50 epochs) dropout 0.2 3.617 / 3.710, dropout 0.3 3.615 / 3.715 (the same: at
-  this width more dropout buys nothing); 2 x 384 (25 epochs) dropout 0.3 3.586 / 3.721 (best
-  epoch 19 of 25: it overfits), dropout 0.4 **3.585 / 3.676** (best epoch 24 of 25).
+- 14.5 minutes, the plateau recipe (validation / test perplexity): letters, tfrnn alone,
+  2 x 256 (50 epochs) dropout 0.2 3.617 / 3.710, dropout 0.3 3.615 / 3.715; 2 x 384 (25
+  epochs) dropout 0.3 3.586 / 3.721 (overfits from epoch 19), dropout 0.4 3.585 / 3.676. But
+  with every character kept (chars, the default) 2 x 384 at dropout 0.4 gave 4.011 / 4.332
+  against 2 x 256's 3.968 / 4.258: no 384-unit width, and no wider-model dropout.
 
 So a budget estimated to buy the preset's model fewer than ``SHORT_EPOCHS`` epochs trains
 with ``SHORT`` and, unless --units is given, on the widest of ``WIDTHS`` that the estimate
-gives ``SIZE_EPOCHS`` epochs (its estimates there: 2 x 256 13.4 epochs in 3 minutes, 31.6 in
-7; 2 x 128 42.9 in 3: 20 lies between the widths that lost and won; 2 x 384 15.3 in 7, 29.4
-in 14.5), with ``WIDE_DROPOUT`` when that model is wider than ``NARROW`` units and gets its
-``SIZE_EPOCHS``. A longer budget keeps the preset's recipe.
+gives ``SIZE_EPOCHS`` epochs (its estimates there: 2 x 256 13.4 epochs in 3 minutes, 31.6
+in 7; 2 x 128 42.9 in 3: 20 lies between the widths that lost and won). A longer budget
+keeps the preset's recipe.
 
 The estimate is made on this machine, for this model and text: the training step's
 arithmetic (three times the forward pass's matrix products) over the rate TensorFlow's
@@ -56,12 +56,8 @@ SHORT_EPOCHS = 40
 SHORT = {"dropout": 0.2, "schedule": "plateau", "lr": 0.005}
 #: Widths a short budget chooses among (when --units is not given): the widest whose
 #: budget buys at least ``SIZE_EPOCHS`` epochs, else the narrowest.
-WIDTHS = (512, 384, 256, 128)
+WIDTHS = (512, 256, 128)
 SIZE_EPOCHS = 20
-#: A model wider than ``NARROW`` units that the budget buys ``SIZE_EPOCHS`` epochs or more
-#: overfits the book with ``SHORT``'s dropout: it trains with ``WIDE_DROPOUT`` instead.
-NARROW = 256
-WIDE_DROPOUT = 0.4
 #: What the budget chooses: a resumed run keeps its start's.
 CHOSEN = ("units", *SHORT)
 
@@ -111,22 +107,20 @@ def for_budget(
     epochs = budget_epochs(config, vocab_size, steps_per_epoch)
     if epochs >= SHORT_EPOCHS:
         return config, None
-    said = f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here, "
     chosen = dataclasses.replace(config, **SHORT)
+    said = (
+        f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here, "
+        f"fewer than {SHORT_EPOCHS}: dropout {SHORT['dropout']}, a learning rate of {SHORT['lr']:g} "
+        "(no warm-up, halved when the validation stops improving)"
+    )
     if choose_size:
         for width in (w for w in WIDTHS if w < config.units):
             if epochs >= SIZE_EPOCHS:
                 break
             chosen = dataclasses.replace(chosen, units=width)
             epochs = budget_epochs(chosen, vocab_size, steps_per_epoch)
-    if chosen.units > NARROW and epochs >= SIZE_EPOCHS:
-        chosen = dataclasses.replace(chosen, dropout=WIDE_DROPOUT)
-    said += (
-        f"fewer than {SHORT_EPOCHS}: dropout {chosen.dropout:g}, a learning rate of {SHORT['lr']:g} "
-        "(no warm-up, halved when the validation stops improving)"
-    )
-    if chosen.units != config.units:
-        said += f", {chosen.units} units a layer (about {_about(epochs)} epochs)"
+        if chosen.units != config.units:
+            said += f", {chosen.units} units a layer (about {_about(epochs)} epochs)"
     return chosen, said + "; pass --units, --dropout, --lr or --schedule to choose yourself"
 
 
