@@ -4,6 +4,7 @@ it is asked, does not hang, and refuses what it cannot do in one line (issue: da
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -82,8 +83,6 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(tmp_path):
 def test_a_ctrl_c_swallowed_on_its_way_out_still_stops_training(tmp_path, monkeypatch):
     """A Ctrl-C whose KeyboardInterrupt something catches on its way out (as a library
     may) still ends the run at that epoch's end, the completed epochs kept to resume."""
-    import os
-
     from tfrnn import train
 
     original = train.EpochTimer.on_epoch_begin

@@ -104,10 +104,10 @@ class StopOnNaN(keras.callbacks.Callback):
 
 class StopOnInterrupt(keras.callbacks.Callback):
     """End training at the next epoch's end once a Ctrl-C has been seen (``noting_interrupts``
-    marks it), in case the ``KeyboardInterrupt`` it raised was swallowed on its way out (a
-    defence: the one run seen training on after a Ctrl-C had SIGINT ignored, inherited from a
-    background shell). Checked before the epoch's row and backup are written, so the last
-    completed epoch stays resumable."""
+    marks it), in case the ``KeyboardInterrupt`` it raised was swallowed on its way out. A
+    defence only: the one run seen training on after a Ctrl-C had SIGINT ignored (inherited
+    from a background shell), which no handler sees. Checked before the epoch's row and
+    backup are written, so the last completed epoch stays resumable."""
 
     def __init__(self) -> None:
         super().__init__()
