@@ -1,6 +1,6 @@
 """The CPU a run or benchmark ran on: model, cores and the vector units that decide speed.
 
-python -m tfrnn.cpu      # one line, as benchmarks print it
+python -m tfrnn.cpu      # one line, as benchmarks print it, and the float32 peak
 """
 
 from __future__ import annotations
@@ -36,8 +36,47 @@ def cpu_summary() -> str:
     return f"{info['model']}, {info['cores']} cores, {have}" + (f" (no {lack})" if lack else "")
 
 
-if __name__ == "__main__":
-    print(cpu_summary())
+def clock_mhz() -> float | None:
+    """The cores' clock in MHz: the highest the kernel's cpufreq driver allows, else what
+    /proc/cpuinfo reports (a virtual machine's nominal clock); None where neither says."""
+    try:
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "cpu MHz":
+                return float(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def fma_flops_per_cycle() -> tuple[int, str]:
+    """float32 operations one core can finish per cycle, from its vector features, assuming
+    two fused multiply-add units (Zen, Skylake-SP Gold/Platinum and later; some Xeon Silver
+    and Bronze have one): (flops, what that assumes)."""
+    flags = cpu_info()["flags"]
+    machine = platform.machine().lower()
+    if flags["avx512f"]:
+        return 64, "2 x 512-bit FMA units (16 lanes x 2 flops x 2)"
+    if flags["avx2"] and flags["fma"]:
+        return 32, "2 x 256-bit FMA units (8 lanes x 2 flops x 2)"
+    if machine in ("aarch64", "arm64"):
+        return 16, "2 x 128-bit NEON FMA units (4 lanes x 2 flops x 2)"
+    return 8, "no FMA: 128-bit multiply and add units (4 lanes x 2)"
+
+
+def fma_peak_gflops(cores: int | None = None) -> tuple[float | None, str]:
+    """The float32 peak of ``cores`` cores (all of them by default) in GFLOP/s, at
+    ``clock_mhz``, and how it was reckoned; (None, why) where the clock is unknown."""
+    cores = cores or os.cpu_count() or 1
+    per_cycle, units = fma_flops_per_cycle()
+    mhz = clock_mhz()
+    if mhz is None:
+        return None, "the clock is unknown"
+    return cores * per_cycle * mhz / 1000, f"{cores} cores x {mhz:.0f} MHz x {per_cycle} ({units})"
 
 
 def has_gpu() -> bool:
@@ -46,3 +85,9 @@ def has_gpu() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+if __name__ == "__main__":
+    print(cpu_summary())
+    peak, how = fma_peak_gflops()
+    print(f"float32 peak: {peak:.0f} GFLOP/s ({how})" if peak else f"float32 peak: unknown ({how})")
