@@ -19,10 +19,16 @@ os.environ["TFRNN_DATA"] = str(BOOK)  # tests that need it unset (the embedded d
 # The compiled kernel's cache: one per test session, never the user's ~/.cache (a test of
 # quiet output or of the first compile must not pass only because a cache is warm).
 # $TFRNN_TEST_KERNEL_CACHE reuses one folder across sessions, for day-to-day runs.
-KERNEL_CACHE = os.environ.get("TFRNN_TEST_KERNEL_CACHE") or tempfile.mkdtemp(prefix="tfrnn-tests-cache-")
-os.environ["XDG_CACHE_HOME"] = KERNEL_CACHE
-if not os.environ.get("TFRNN_TEST_KERNEL_CACHE"):
+# Under pytest-xdist the workers take the folder their controller made (they inherit its
+# environment), so the kernel is compiled and checked once per suite, not once per worker.
+_SESSION_CACHE = "TFRNN_TESTS_SESSION_CACHE"
+KERNEL_CACHE = os.environ.get("TFRNN_TEST_KERNEL_CACHE") or (
+    os.environ.get(_SESSION_CACHE) if os.environ.get("PYTEST_XDIST_WORKER") else None
+)
+if not KERNEL_CACHE:
+    KERNEL_CACHE = os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="tfrnn-tests-cache-")
     atexit.register(shutil.rmtree, KERNEL_CACHE, True)
+os.environ["XDG_CACHE_HOME"] = KERNEL_CACHE
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # XLA compiling costs 10-20 s per model: too slow for a suite of short fits. tests/test_speed.py
 # turns it on where it is the subject.
