@@ -1,11 +1,14 @@
-"""Shared fixtures: the book's local copy, a CLI runner, and one small trained run."""
+"""Shared fixtures: the book's local copy, a CLI runner, and the suite's trained runs (each
+trained once per suite, even across pytest-xdist workers: ``shared_run``)."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,6 +65,59 @@ def book() -> Path:
     return BOOK
 
 
+def _encode(value):
+    if isinstance(value, Path):
+        return {"__path__": str(value)}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value):
+    if isinstance(value, dict) and set(value) == {"__path__"}:
+        return Path(value["__path__"])
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def shared_run(tmp_path_factory, name: str, build: Callable[[Path], dict | list]) -> dict | list:
+    """``build(folder)``'s result, built once per suite and shared read-only by every test.
+
+    Alone, a session fixture already is that. Under pytest-xdist each worker has its own
+    session, so the first worker to ask builds it, under a lock in the folder all workers'
+    temporary folders share, and records the result as JSON (paths, strings, numbers); the
+    others wait for it and read that record. A build that failed is failed again, not rerun.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    import fcntl  # POSIX: pytest-xdist's shared-fixture pattern, with the lock the OS holds
+
+    root = tmp_path_factory.getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    record = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+        if record.exists():
+            kept = json.loads(record.read_text())
+            if "failed" in kept:
+                pytest.fail(f"the shared run {name!r} failed in another worker: {kept['failed']}")
+            return _decode(kept["value"])
+        folder = root / name
+        folder.mkdir()
+        try:
+            value = build(folder)
+        except BaseException as exc:
+            record.write_text(json.dumps({"failed": f"{type(exc).__name__}: {exc}"[:2000]}))
+            raise
+        record.write_text(json.dumps({"value": _encode(value)}))
+        return value
+
+
 def _gru_8_run(base: Path, *options: str) -> dict:
     out, tb = base / "gru-8", base / "tb"
     result = run_cli(
@@ -75,13 +131,13 @@ def _gru_8_run(base: Path, *options: str) -> dict:
 def small_run(tmp_path_factory, book):
     """A GRU-8 trained for 2 epochs of the hw4 preset, with TensorBoard logs (not profiled:
     ``profiled_run`` is)."""
-    return _gru_8_run(tmp_path_factory.mktemp("small_run"), "--no-profile")
+    return shared_run(tmp_path_factory, "small_run", lambda base: _gru_8_run(base, "--no-profile"))
 
 
 @pytest.fixture(scope="session")
 def profiled_run(tmp_path_factory, book):
     """``small_run`` as `tfrnn fit` writes it by default: profiled (FLOPs, speed)."""
-    return _gru_8_run(tmp_path_factory.mktemp("profiled_run"))
+    return shared_run(tmp_path_factory, "profiled_run", _gru_8_run)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli, subprocess_env
+from tests.conftest import ROOT, run_cli, shared_run, subprocess_env
 from tests.test_vocab import _play
 
 #: What LiteRT's built-in op set offers the step; anything else would need Flex (TensorFlow).
@@ -21,12 +21,9 @@ BUILTIN |= {"CAST", "ONE_HOT", "GATHER", "CONCATENATION", "PACK", "UNPACK", "SQU
 PROMPTS = ["it has", "we are always", "he looked across"]
 
 
-@pytest.fixture(scope="module", params=["gru-1x8-letters", "rnn-1x8-letters", "lstm-3x8-chars"])
-def lite_run(request, tmp_path_factory, small_run):
-    """A finished run of each cell (a three-layer stack among them) with its LiteRT export."""
-    cell, shape, vocab = request.param.split("-")
+def _lite_fit(base, name: str, small_run: dict) -> dict:
+    cell, shape, vocab = name.split("-")
     layers, units = (int(v) for v in shape.split("x"))
-    base = tmp_path_factory.mktemp(request.param)
     out = base / "run"
     if cell == "gru":
         shutil.copytree(small_run["dir"], out)
@@ -38,6 +35,13 @@ def lite_run(request, tmp_path_factory, small_run):
     exported = run_cli("export", out, "--format", "litert")
     assert exported.exit_code == 0, exported.output
     return {"dir": out, "cell": cell, "layers": layers, "vocab": vocab}
+
+
+@pytest.fixture(scope="session", params=["gru-1x8-letters", "rnn-1x8-letters", "lstm-3x8-chars"])
+def lite_run(request, tmp_path_factory, small_run):
+    """A finished run of each cell (a three-layer stack among them) with its LiteRT export."""
+    name = request.param
+    return shared_run(tmp_path_factory, f"lite_run-{name}", lambda base: _lite_fit(base, name, small_run))
 
 
 @pytest.mark.slow

@@ -8,16 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shared_run
 from tests.test_wholetext import SMALL_BOOK
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, book):
-    """Two small book runs of the same text and vocabulary, from different seeds."""
-    base = tmp_path_factory.mktemp("score")
+def _two_seeds(base):
     runs = []
     for seed in (0, 1):
         out = base / f"run{seed}"
@@ -25,6 +22,12 @@ def two_runs(tmp_path_factory, book):
         assert result.exit_code == 0, result.output
         runs.append(out)
     return runs
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, book):
+    """Two small book runs of the same text and vocabulary, from different seeds."""
+    return shared_run(tmp_path_factory, "two_runs", _two_seeds)
 
 
 def figures(output: str) -> dict[str, list[float]]:

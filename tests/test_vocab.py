@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli, subprocess_env
+from tests.conftest import ROOT, run_cli, shared_run, subprocess_env
 from tfrnn.config import TrainConfig
 from tfrnn.data import Corpus, is_study_text, train_length
 from tfrnn.vocab import CHARS, UNK, Vocab, code_points
@@ -91,16 +91,19 @@ def test_a_grid_may_not_mix_vocabularies(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.fixture(scope="module")
-def chars_run(tmp_path_factory):
-    """A chars model of a text with capitals, punctuation, tabs, line breaks, Cyrillic and Greek."""
-    base = tmp_path_factory.mktemp("chars_run")
+def _chars_fit(base):
     out = base / "run"
     data = _play(base)
     args = ["fit", "--data", data, "--units", 32, "--epochs", 3, "--batch-size", 64, "--no-profile"]
     result = run_cli(*args, "-q", "--out", out)
     assert result.exit_code == 0, result.output
     return {"dir": out, "data": data, "output": result.output}
+
+
+@pytest.fixture(scope="session")
+def chars_run(tmp_path_factory):
+    """A chars model of a text with capitals, punctuation, tabs, line breaks, Cyrillic and Greek."""
+    return shared_run(tmp_path_factory, "chars_run", _chars_fit)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import failing_in_epoch, run_cli
+from tests.conftest import failing_in_epoch, run_cli, shared_run
 from tests.test_fit import read_csv
 from tfrnn.recipe import SHORT
 
@@ -31,12 +31,17 @@ SMALL_BOOK = [
 SMALL_BOOK += ["--batch-size", 16, "--num-steps", 50, "--no-profile", "-q"]
 
 
-@pytest.fixture(scope="session")
-def book_run(tmp_path_factory, book):
-    out = tmp_path_factory.mktemp("book") / "run"
+def _book_fit(base):
+    out = base / "run"
     result = run_cli("fit", *SMALL_BOOK, "--epochs", 3, "--out", out)
     assert result.exit_code == 0, result.output
     return {"dir": out, "output": result.output, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def book_run(tmp_path_factory, book):
+    """A small book model (carried state), 3 epochs."""
+    return shared_run(tmp_path_factory, "book_run", _book_fit)
 
 
 @pytest.fixture(scope="module")
