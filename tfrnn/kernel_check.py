@@ -2,7 +2,7 @@
 
     python -m tfrnn.kernel_check PATH/recurrence-KEY.so
 
-Loads the library and compares, on a tiny problem, each cell's outputs, states and
+Loads the library and compares, on two small problems, each cell's outputs, states and
 gradients with Keras' own loops, and the row and cross-entropy ops with TensorFlow's.
 Exits 0 when all agree, 1 (with what differed) when not. A library that cannot run on
 this CPU kills this process, not the run that asked (``tfrnn.kernel``).
@@ -17,6 +17,8 @@ import numpy as np
 
 #: How close the compiled ops must come to Keras' loops (float32, a tiny problem).
 ATOL_FORWARD, ATOL_GRADIENT = 1e-5, 1e-4
+#: (batch rows, units) of the problems compared: weights of scale 1 / sqrt(units).
+PROBLEMS = ((5, 4), (19, 40))
 
 
 def check(path: Path) -> list[str]:
@@ -33,30 +35,33 @@ def check(path: Path) -> list[str]:
     problems = []
     keras_layers = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
     ours = {"rnn": recurrent.SimpleRNN, "gru": recurrent.GRU, "lstm": recurrent.LSTM}
-    x = tf.random.stateless_normal((5, 4, 3), seed=(0, 1))
-    for cell in ("rnn", "gru", "lstm"):
-        mine_layer = ours[cell](4, return_sequences=True, return_state=True)
-        ref_layer = keras_layers[cell](4, return_sequences=True, return_state=True)
-        mine_layer.build(x.shape)
-        ref_layer.build(x.shape)
-        for i, w in enumerate(mine_layer.weights):
-            w.assign(tf.random.stateless_normal(w.shape, seed=(2, i)) * 0.5)
-        ref_layer.set_weights(mine_layer.get_weights())
-        mine_layer.fused_kernel = True
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(x)
-            mine, ref = mine_layer(x, training=True), ref_layer(x)
-            weights = [tf.random.stateless_normal(o.shape, seed=(3, i)) for i, o in enumerate(ref)]
-            loss_mine = sum(tf.reduce_sum(o * w) for o, w in zip(mine, weights))
-            loss_ref = sum(tf.reduce_sum(o * w) for o, w in zip(ref, weights))
-        for a, b in zip(mine, ref):
-            if not np.allclose(a, b, atol=ATOL_FORWARD):
-                problems.append(f"{cell} forward differs by {np.abs(a - b).max():.3g}")
-        grads = tape.gradient(loss_mine, [*mine_layer.trainable_weights, x])
-        expected = tape.gradient(loss_ref, [*ref_layer.trainable_weights, x])
-        for a, b in zip(grads, expected):
-            if not np.allclose(a, b, atol=ATOL_GRADIENT):
-                problems.append(f"{cell} gradient differs by {np.abs(a - b).max():.3g}")
+    # a tiny problem, and one with full and partial panels and row blocks of the packed product
+    for rows, units in PROBLEMS:
+        x = tf.random.stateless_normal((rows, 4, 3), seed=(0, 1))
+        for cell in ("rnn", "gru", "lstm"):
+            where = f"{cell} ({rows} x {units})"
+            mine_layer = ours[cell](units, return_sequences=True, return_state=True)
+            ref_layer = keras_layers[cell](units, return_sequences=True, return_state=True)
+            mine_layer.build(x.shape)
+            ref_layer.build(x.shape)
+            for i, w in enumerate(mine_layer.weights):
+                w.assign(tf.random.stateless_normal(w.shape, seed=(2, i)) / units**0.5)
+            ref_layer.set_weights(mine_layer.get_weights())
+            mine_layer.fused_kernel = True
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                mine, ref = mine_layer(x, training=True), ref_layer(x)
+                weights = [tf.random.stateless_normal(o.shape, seed=(3, i)) for i, o in enumerate(ref)]
+                loss_mine = sum(tf.reduce_sum(o * w) for o, w in zip(mine, weights))
+                loss_ref = sum(tf.reduce_sum(o * w) for o, w in zip(ref, weights))
+            for a, b in zip(mine, ref):
+                if not np.allclose(a, b, atol=ATOL_FORWARD):
+                    problems.append(f"{where} forward differs by {np.abs(a - b).max():.3g}")
+            grads = tape.gradient(loss_mine, [*mine_layer.trainable_weights, x])
+            expected = tape.gradient(loss_ref, [*ref_layer.trainable_weights, x])
+            for a, b in zip(grads, expected):
+                if not np.allclose(a, b, atol=ATOL_GRADIENT):
+                    problems.append(f"{where} gradient differs by {np.abs(a - b).max():.3g}")
     table = tf.random.stateless_normal((7, 6), seed=(5, 0))
     ids = tf.constant([[0, 3, 6], [2, 2, 1]])
     if not np.allclose(kernel.gather_rows(table, ids), tf.gather(table, ids), atol=ATOL_FORWARD):

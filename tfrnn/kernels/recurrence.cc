@@ -3,10 +3,13 @@
 //
 // The input projection x W + b is computed outside (one large product over all steps), and so
 // are the weight gradients (one product over all steps after the loop, tfrnn.kernel): these ops
-// run only the recurrence, batch rows split across TensorFlow's CPU threads, each step's
-// product by the recurrent kernel taken in column blocks that stay in a core's cache. Compiled on
-// the user's machine for its own vector units (tfrnn/kernel.py), so AVX-512 CPUs get AVX-512
-// code where TensorFlow's wheel stops at AVX2. Gate orders and formulas are Keras':
+// run only the recurrence, batch rows split across TensorFlow's CPU threads. The recurrent
+// kernel does not change inside a sequence, so it is packed once per op into column panels
+// (U for the forward pass, U^T for the backward), and each step's product of a few rows by it is
+// a register-blocked micro-kernel over those panels (PackedAdd): no repacking per step, as a
+// general matrix product (Eigen's) does on every call. The micro-kernel is written with the
+// compiler's vector extensions, so it is AVX-512, AVX2, SSE or NEON code as the CPU it is
+// compiled on has (tfrnn/kernel.py builds it there with -march=native). Gate orders and formulas are Keras':
 // with x W the input projection (xp), bx its bias and bu the recurrent bias:
 //   rnn:  h = tanh(xp + bx + h U + bu)
 //   gru:  z, r = sigmoid(x_z + hp_z), sigmoid(x_r + hp_r); n = tanh(x_n + r hp_n), x = xp + bx;
@@ -24,6 +27,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -66,32 +70,93 @@ auto Sigmoid(const X& x) {
   return 0.5f * (0.5f * x).tanh() + 0.5f;
 }
 
-// Columns of the recurrent kernel per block of a step's product: a block of U (or of U's
-// rows, for the gradient) stays in a core's level-2 cache while every row of the shard uses it.
-constexpr int64 kBlockBytes = 1 << 20;
+// The packed product. VecF is one vector register of floats (the widest the target has); a
+// micro-kernel keeps kMR rows x kNR columns of the result in registers (16 of AVX-512's 32,
+// 12 of AVX2's 16) while it runs down the shared dimension, one panel row per step.
+#if defined(__AVX512F__)
+#define TFRNN_VECTOR_BYTES 64
+constexpr int kMR = 8;
+#elif defined(__AVX__)
+#define TFRNN_VECTOR_BYTES 32
+constexpr int kMR = 6;
+#else
+#define TFRNN_VECTOR_BYTES 16
+constexpr int kMR = 4;
+#endif
+typedef float VecF __attribute__((vector_size(TFRNN_VECTOR_BYTES)));
+constexpr int kVec = TFRNN_VECTOR_BYTES / 4;
+constexpr int kNR = 2 * kVec;
 
-inline int64 BlockCols(int64 rows) {
-  return std::max<int64>(64, (kBlockBytes / (4 * std::max<int64>(rows, 1))) / 64 * 64);
-}
+// Floats a (K, N) matrix takes packed: N in panels of kNR columns, the last one zero-padded.
+inline int64 PackedSize(int64 K, int64 N) { return (N + kNR - 1) / kNR * kNR * K; }
 
-// out += lhs * U, U's columns a block at a time.
-template <typename Out, typename Lhs>
-void AddTimesU(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
-  const int64 step = BlockCols(U.rows());
-  for (int64 c = 0; c < U.cols(); c += step) {
-    const int64 cols = std::min(step, U.cols() - c);
-    out.middleCols(c, cols).noalias() += lhs * U.middleCols(c, cols);
+// Pack the (K, N) matrix whose element (k, j) is b[k * rs + j * cs]: panel after panel, each
+// K rows of kNR contiguous floats.
+void Pack(const float* b, int64 rs, int64 cs, int64 K, int64 N, float* out) {
+  for (int64 j0 = 0; j0 < N; j0 += kNR) {
+    const int64 w = std::min<int64>(kNR, N - j0);
+    for (int64 k = 0; k < K; ++k, out += kNR) {
+      for (int64 j = 0; j < w; ++j) out[j] = b[k * rs + (j0 + j) * cs];
+      std::fill(out + w, out + kNR, 0.f);
+    }
   }
 }
 
-// out += lhs * U^T, U's rows (out's columns) a block at a time.
-template <typename Out, typename Lhs>
-void AddTimesUT(Out& out, const Lhs& lhs, const Eigen::Map<const Mat>& U) {
-  const int64 step = BlockCols(U.cols());
-  for (int64 r = 0; r < U.rows(); r += step) {
-    const int64 rows = std::min(step, U.rows() - r);
-    out.middleCols(r, rows).noalias() += lhs * U.middleRows(r, rows).transpose();
+// c (M rows, stride ldc; the first w <= kNR columns) += a (M rows of K, stride lda) x panel.
+template <int M>
+void Micro(const float* a, int64 lda, const float* panel, int64 K, float* c, int64 ldc, int64 w) {
+  VecF lo[M], hi[M];
+  for (int r = 0; r < M; ++r) lo[r] = hi[r] = VecF{};
+  for (int64 k = 0; k < K; ++k) {
+    VecF b0, b1;
+    std::memcpy(&b0, panel + k * kNR, sizeof b0);
+    std::memcpy(&b1, panel + k * kNR + kVec, sizeof b1);
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const float x = a[r * lda + k];
+      lo[r] += x * b0;
+      hi[r] += x * b1;
+    }
   }
+  for (int r = 0; r < M; ++r) {
+    float* row = c + r * ldc;
+    if (w == kNR) {
+      VecF c0, c1;
+      std::memcpy(&c0, row, sizeof c0);
+      std::memcpy(&c1, row + kVec, sizeof c1);
+      c0 += lo[r];
+      c1 += hi[r];
+      std::memcpy(row, &c0, sizeof c0);
+      std::memcpy(row + kVec, &c1, sizeof c1);
+    } else {
+      for (int64 j = 0; j < w; ++j) row[j] += j < kVec ? lo[r][j] : hi[r][j - kVec];
+    }
+  }
+}
+
+// c (M x N, stride ldc) += a (M x K, stride lda) x B, B packed by Pack. A panel at a time, so
+// that it stays in cache while every block of rows uses it.
+void PackedAdd(const float* a, int64 lda, int64 M, int64 K, const float* packed, int64 N, float* c,
+               int64 ldc) {
+  using Kernel = void (*)(const float*, int64, const float*, int64, float*, int64, int64);
+  static constexpr Kernel kTail[] = {nullptr, Micro<1>, Micro<2>, Micro<3>, Micro<4>,
+                                     Micro<5>, Micro<6>, Micro<7>};
+  static_assert(kMR <= 8, "kTail covers remainders below 8 rows");
+  for (int64 j0 = 0; j0 < N; j0 += kNR) {
+    const float* panel = packed + j0 * K;
+    const int64 w = std::min<int64>(kNR, N - j0);
+    int64 r = 0;
+    for (; r + kMR <= M; r += kMR) Micro<kMR>(a + r * lda, lda, panel, K, c + r * ldc + j0, ldc, w);
+    if (r < M) kTail[M - r](a + r * lda, lda, panel, K, c + r * ldc + j0, ldc, w);
+  }
+}
+
+// A scratch buffer of `floats` from TensorFlow's allocator (freed with the op's step).
+float* Scratch(OpKernelContext* ctx, int64 floats, Tensor* holder) {
+  if (!ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64>(floats, 1)}), holder).ok()) {
+    return nullptr;
+  }
+  return holder->flat<float>().data();
 }
 
 // Rows [b0, b1) of a (B, T, W) tensor at step t: a strided (b1 - b0, cols) block from column c0.
@@ -152,7 +217,10 @@ class ForwardOp : public CellOp {
     float* hs = hs_t->flat<float>().data();
     float* ws = ws_t->flat<float>().data();
     float* c_last = c_t->flat<float>().data();
-    const CMat U(u.flat<float>().data(), H, GH);
+    Tensor packed_t;  // U in panels, packed once for every step
+    float* packed = Scratch(ctx, PackedSize(H, GH), &packed_t);
+    OP_REQUIRES(ctx, packed != nullptr, errors::ResourceExhausted("no memory for the packed kernel"));
+    Pack(u.flat<float>().data(), GH, 1, H, GH, packed);
     const Row b(bu.flat<float>().data(), GH);
     const Row bxr(bx.flat<float>().data(), GH);
     const Eigen::Array<float, 1, Eigen::Dynamic> bsum = bxr + b;
@@ -178,7 +246,7 @@ class ForwardOp : public CellOp {
         auto za = [&](int k) { return z.middleCols(k * H, H).array(); };
         if (cell == kGru) {  // h_prev U + bu apart: its n block is gated by r
           z.array().rowwise() = b;
-          AddTimesU(z, hprev, U);
+          PackedAdd(hprev.data(), hprev.outerStride(), n, H, packed, GH, z.data(), GH);
           xb = CAt(x, b0, b1, t, T, GH, 0, GH);
           xb.array().rowwise() += bxr;
           auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
@@ -192,7 +260,7 @@ class ForwardOp : public CellOp {
         // SimpleRNN, LSTM: z = xp_t + bx + bu + h_prev U, the product added in place
         z = CAt(x, b0, b1, t, T, GH, 0, GH);
         z.array().rowwise() += bsum;
-        AddTimesU(z, hprev, U);
+        PackedAdd(hprev.data(), hprev.outerStride(), n, H, packed, GH, z.data(), GH);
         if (cell == kRnn) {
           h.array() = za(0).tanh();
         } else {
@@ -259,7 +327,14 @@ class BackwardOp : public CellOp {
     float* dh0 = dh0_t->flat<float>().data();
     float* dc0 = dc0_t->flat<float>().data();
     float* dhpn = dhpn_t->flat<float>().data();
-    const CMat U(u.flat<float>().data(), H, GH);
+    Tensor packed_t;  // U^T in panels, packed once for every step
+    float* packed = Scratch(ctx, PackedSize(GH, H), &packed_t);
+    OP_REQUIRES(ctx, packed != nullptr, errors::ResourceExhausted("no memory for the packed kernel"));
+    Pack(u.flat<float>().data(), 1, GH, GH, H, packed);
+    // dh_next += lhs x U^T, lhs (n, GH) with row stride ld
+    auto add_times_ut = [&](Mat& out, const float* lhs, int64 ld) {
+      PackedAdd(lhs, ld, out.rows(), GH, packed, H, out.data(), H);
+    };
     const Cell cell = cell_;
 
     auto work = [&](int64 b0, int64 b1) {
@@ -279,7 +354,7 @@ class BackwardOp : public CellOp {
           auto h = CAt(hs, b0, b1, t, T, H, 0, H).array();
           dx(0) = dh.array() * (1.f - h * h);
           dh_next.setZero();
-          AddTimesUT(dh_next, CAt(dxp, b0, b1, t, T, GH, 0, GH), U);
+          add_times_ut(dh_next, dxp + (b0 * T + t) * GH, T * GH);
         } else if (cell == kGru) {
           // w: z, r, n, hp_n
           auto dn = (dh.array() * (1.f - w(0)) * (1.f - w(2) * w(2))).eval();
@@ -290,7 +365,7 @@ class BackwardOp : public CellOp {
           dhp.rightCols(H).array() = dn * w(1);
           At(dhpn, b0, b1, t, T, H, 0, H) = dhp.rightCols(H);
           dh_next.array() = dh.array() * w(0);
-          AddTimesUT(dh_next, dhp, U);
+          add_times_ut(dh_next, dhp.data(), GH);
         } else {
           // w: i, f, g, o, c, tanh(c)
           CStrided cprev = t == 0 ? CStrided(c0p + b0 * H, n, H, Eigen::OuterStride<>(H))
@@ -302,7 +377,7 @@ class BackwardOp : public CellOp {
           dx(3) = dh.array() * w(5) * w(3) * (1.f - w(3));
           dc_next.array() = dc.array() * w(1);
           dh_next.setZero();
-          AddTimesUT(dh_next, CAt(dxp, b0, b1, t, T, GH, 0, GH), U);
+          add_times_ut(dh_next, dxp + (b0 * T + t) * GH, T * GH);
         }
       }
       Eigen::Map<Mat>(dh0 + b0 * H, n, H) = dh_next;
