@@ -58,7 +58,17 @@ def test_run_folder_holds_every_file_and_consistent_numbers(small_run, book):
     assert step["precision"] == "float32" and step["cpu"].startswith(cpu_summary().split(",")[0])
     # tfrnn's compiled recurrence where it compiles, else why not
     if kernel.load() is not None:
-        assert step["recurrence"] == {"implementation": "compiled", "reason": kernel.status()}
+        from tfrnn import kernel_products
+
+        # and its products' arithmetic: GRU-8's kernel fits any cache, so float32, and said why
+        bf16, why = kernel_products.choose("gru", 1024, 8)
+        assert not bf16 and why.startswith("float32 products (")
+        assert step["recurrence"] == {
+            "implementation": "compiled",
+            "reason": kernel.status(),
+            "products": "float32",
+            "products_reason": why,
+        }
     else:
         assert step["recurrence"]["implementation"] in ("keras", "keras-xla", "cudnn")  # cudnn: a GPU
     assert b"TfrnnRecurrence" not in (out / "saved_model" / "saved_model.pb").read_bytes()  # loads anywhere

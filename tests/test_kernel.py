@@ -150,3 +150,96 @@ def test_without_a_compiler_or_with_a_failing_build_keras_loops_train(monkeypatc
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
     assert kernel.load() is None and kernel.status().startswith("not compiled (cannot write")
     assert (tmp_path / "a-file").read_text() == "not a folder\n"
+
+
+def _products_machine(monkeypatch, features: set, check: str = "ok", timings=(10.0, 9.0)):
+    """kernel_products' view of a machine: a loaded library with ``features``, its bfloat16
+    self-check verdict, and what timing the two products gives (float32 ms, bfloat16 ms)."""
+    from tfrnn import kernel_products
+
+    monkeypatch.setattr(kernel_products, "_chosen", {})
+    monkeypatch.setattr(kernel, "load", lambda: object())
+    monkeypatch.setattr(kernel, "features", lambda: features)
+    monkeypatch.setattr(kernel, "bf16_check", lambda: check)
+    monkeypatch.setattr(kernel_products, "timed", lambda cell, batch, units: timings)
+    monkeypatch.setattr(kernel, "remembered", lambda name, compute: compute())  # no library's record
+    monkeypatch.setattr("tfrnn.cpu.l2_cache_bytes", lambda: (2 << 20, "sysfs"))
+    return kernel_products
+
+
+def test_a_measured_choice_is_kept_in_the_library_s_record_and_reused(monkeypatch, tmp_path):
+    library = tmp_path / "recurrence-0.so"
+    kernel._write_state(library, {"state": "ok", "sha256": "x", "key": {}})
+    monkeypatch.setattr(kernel, "_state", {"library": library})
+    assert kernel.remembered("products lstm 64x512", lambda: [True, "first"]) == [True, "first"]
+    assert kernel.remembered("products lstm 64x512", lambda: [False, "second"]) == [True, "first"]
+    assert kernel._read_state(library)["measured"] == {"products lstm 64x512": [True, "first"]}
+    monkeypatch.setattr(kernel, "_state", {})  # no library loaded: nothing to keep it in
+    assert kernel.remembered("products lstm 64x512", lambda: [False, "second"]) == [False, "second"]
+
+
+def test_bfloat16_products_only_where_the_cpu_has_them_checked_and_faster(monkeypatch):
+    from tfrnn.errors import ConfigError
+
+    monkeypatch.delenv("TFRNN_KERNEL_BF16", raising=False)
+    products = _products_machine(monkeypatch, set())  # an AVX2 CPU, an Arm one, ...
+    bf16, why = products.choose("lstm", 64, 512)
+    assert (
+        not bf16 and why == "float32 products (bfloat16: the library's target (this CPU) has no AVX512_BF16)"
+    )
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, check="rnn (19 x 40) forward differs by 0.5")
+    assert products.choose("lstm", 64, 512) == (
+        False,
+        "float32 products (bfloat16: its self-check: rnn (19 x 40) forward differs by 0.5)",
+    )
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, timings=(10.0, 9.0))
+    bf16, why = products.choose("lstm", 32, 1024)
+    assert bf16 and "in 9.0 ms against float32's 10.0" in why
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, timings=(10.0, 9.5))  # within noise
+    bf16, why = products.choose("lstm", 64, 512)
+    assert not bf16 and why.startswith("float32 products (bfloat16 measured no faster")
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, timings=(10.0, 1.0))
+    bf16, why = products.choose("gru", 1024, 32)  # 12 KiB of kernel: bound by arithmetic, not timed
+    assert not bf16 and "fits a core's 2 MiB level-2 cache (sysfs)" in why
+    monkeypatch.setenv("TFRNN_KERNEL_BF16", "on")  # no timing: wherever the library has them
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, timings=(10.0, 20.0))
+    assert products.choose("gru", 64, 512)[0]
+    products = _products_machine(monkeypatch, set())
+    assert not products.choose("gru", 64, 512)[0]  # on, but unsupported: never used
+    monkeypatch.setenv("TFRNN_KERNEL_BF16", "off")
+    products = _products_machine(monkeypatch, {"avx512_bf16"}, timings=(10.0, 1.0))
+    assert products.choose("gru", 64, 512) == (False, "float32 products (bfloat16: $TFRNN_KERNEL_BF16=off)")
+    monkeypatch.setenv("TFRNN_KERNEL_BF16", "fast")
+    with pytest.raises(ConfigError, match=r"\$TFRNN_KERNEL_BF16 must be one of auto, on, off"):
+        products.choose("rnn", 8, 8)
+
+
+@pytest.mark.slow
+def test_bfloat16_products_train_within_rounding_of_float32_and_are_named(compiled, monkeypatch):
+    from tfrnn import kernel_check, kernel_products
+
+    config = TrainConfig.resolve("book", cell="gru", units=40, layers=1, embedding=4, batch_size=19)
+    if "avx512_bf16" not in kernel.features():
+        # the op refuses bfloat16 where it was built without, and the plan never asks for it
+        with pytest.raises(tf.errors.InvalidArgumentError, match="without AVX512_BF16"):
+            z = tf.zeros((2, 3, 4))
+            kernel.recurrence(
+                "rnn", z, z[:, 0], z[:, 0], tf.zeros((4, 4)), tf.zeros(4), tf.zeros(4), bf16=True
+            )
+        assert step_settings(config, "off", 10)["recurrence"]["products"] == "float32"
+        return
+    assert kernel.bf16_check() == "ok"
+    for cell in ("rnn", "gru", "lstm"):
+        rounded = kernel_check._differences(cell, 19, 40, bf16=True)
+        exact = kernel_check._differences(cell, 19, 40, bf16=False)
+        for (what, a, b), (_, a32, _) in zip(rounded, exact):
+            scale = max(float(np.abs(b).max()), 1.0)
+            assert np.abs(a - b).max() <= kernel_check.BF16_RTOL * scale, what
+            assert not np.array_equal(a, a32), what  # bfloat16 products did run
+    monkeypatch.setenv("TFRNN_KERNEL_BF16", "on")
+    monkeypatch.setattr(kernel_products, "_chosen", {})
+    recurrence = step_settings(config, "off", 10)["recurrence"]
+    assert recurrence["implementation"] == "compiled" and recurrence["products"] == "bfloat16"
+    assert "AVX512_BF16" in recurrence["products_reason"]
+    model = compile_model(config, 28, "off")
+    assert all(layer.kernel_bf16 for layer in recurrent_layers(model))

@@ -48,10 +48,12 @@ def import_tensorflow_quietly() -> None:
 
 
 def kernel_setting(quiet: bool) -> None:
-    """Check $TFRNN_KERNEL (one line if it is not auto, on or off); -q silences the first build."""
-    from tfrnn import kernel
+    """Check $TFRNN_KERNEL and $TFRNN_KERNEL_BF16 (one line if either is not auto, on or off);
+    -q silences the first build."""
+    from tfrnn import kernel, kernel_products
 
     kernel.set_quiet(quiet)
+    kernel_products.setting()
     if kernel.setting() == "on":  # fail loudly now, before anything is written
         import_tensorflow_quietly()
         kernel.unavailable(kernel.MIN_BATCH)

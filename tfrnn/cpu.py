@@ -53,6 +53,33 @@ def clock_mhz() -> float | None:
     return None
 
 
+#: What ``l2_cache_bytes`` assumes where the system does not say (a common size per core).
+DEFAULT_L2_BYTES = 1 << 20
+
+
+def l2_cache_bytes() -> tuple[int, str]:
+    """One core's level-2 cache in bytes, and where that came from: Linux's sysfs, macOS's
+    ``hw.l2cachesize``, else ``DEFAULT_L2_BYTES``."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return int(size.rstrip("KMG")) * units.get(size[-1:], 1), "sysfs"
+        except (OSError, ValueError):
+            continue
+    if platform.system() == "Darwin":
+        import subprocess
+
+        try:
+            cmd = ["sysctl", "-n", "hw.l2cachesize"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+            return int(done.stdout.strip()), "sysctl"
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return DEFAULT_L2_BYTES, "assumed"
+
+
 def fma_flops_per_cycle() -> tuple[int, str]:
     """float32 operations one core can finish per cycle, from its vector features, assuming
     two fused multiply-add units (Zen, Skylake-SP Gold/Platinum and later; some Xeon Silver

@@ -29,7 +29,9 @@ Safe on any machine it meets:
   used), ``off``. ``tfrnn kernel build`` prebuilds it; ``tfrnn kernel status`` and ``tfrnn
   info`` say where it is and why it is (not) used.
 
-The ops are used for training and evaluation only: exported SavedModels hold TensorFlow's
+Where the compiler targets AVX512_BF16 the library also has bfloat16 products (checked by
+the self-check within bfloat16's rounding); ``tfrnn.kernel_products`` decides where training
+uses them. The ops are used for training and evaluation only: exported SavedModels hold TensorFlow's
 own ops, so they load anywhere. Results repeat bit for bit at the same thread count (the
 batch's rows are split across TensorFlow's threads; weight gradients are summed in row
 order).
@@ -74,7 +76,11 @@ COMPILE_TIMEOUT = 300
 CHECK_TIMEOUT = 300
 
 #: The op splits a batch's rows across the CPU's threads. It is used for batches of any
-#: size: at every shape measured it beat tfrnn's Keras loops. Training steps per batch,
+#: size: at every shape measured on the AMD EPYC below it beat tfrnn's Keras loops, and on
+#: a 2-core Intel Xeon (AVX-512, AVX512_BF16) with the packed kernel: compiled/Keras ms
+#: LSTM 2x512 x 64 492/565, GRU 2x512 x 64 402/487, LSTM 2x256 x 128 241/416, LSTM 3x1024
+#: x 32 1,609/1,766 (bfloat16 products; float32 alone 2,146/1,823, the one shape where
+#: Keras' loops, TensorFlow's MatMul of the whole batch per step, were faster). Training steps per batch,
 #: compiled/Keras (book preset, 2 layers, 100 steps; tools/bench_book_shape.py, AMD EPYC
 #: 2 cores, AVX2): LSTM-512 at batches of 16, 32, 64, 128: 1,412/2,504, 3,886/4,750,
 #: 2,547/3,746, 4,739/6,004 ms; LSTM-256 x 64: 1,629/2,196; LSTM-1024 x 64: 12,490/16,993;
@@ -321,7 +327,10 @@ def _prepare(compiler: str, key: dict, path: Path) -> dict:
     if error:
         return {"state": "failed", "reason": f"not used: {error}", "log": _write_log(path, log + check_log)}
     _say(f"compiled and checked {path}")
-    return {"state": "ok", "sha256": _sha256(path), "key": key}
+    # the bfloat16 products' own verdict (tfrnn.kernel_check's "bf16:" line): recorded, and
+    # only "ok" lets tfrnn.kernel_products use them
+    bf16 = [line.split(":", 1)[1].strip() for line in check_log.splitlines() if line.startswith("bf16:")]
+    return {"state": "ok", "sha256": _sha256(path), "key": key, "bf16": bf16[-1] if bf16 else "not checked"}
 
 
 def load():
@@ -373,7 +382,46 @@ def _load_with(compiler: str):
             return None, f"not compiled ({exc})"
     if state["state"] == "failed":
         return None, f"{state['reason']} (log: {state['log']})"
+    _state.update(bf16=state.get("bf16", "not checked"), library=path)
     return _import(path)
+
+
+def remembered(name: str, compute):
+    """``compute()``'s JSON value for ``name``, computed once per library and kept in its
+    record, so that every later process on this machine makes the same choice (a resumed
+    run, a repeated seed). Where there is no record to keep it in, computed each time."""
+    path = _state.get("library")
+    if path is None:
+        return compute()
+    try:
+        with _locked(path, COMPILE_TIMEOUT + CHECK_TIMEOUT + 60):
+            state = _read_state(path)
+            kept = (state or {}).get("measured", {})
+            if name in kept:
+                return kept[name]
+            value = compute()
+            if state and state["state"] == "ok":
+                state["measured"] = {**kept, name: value}
+                _write_state(path, state)
+            return value
+    except (OSError, TimeoutError):
+        return compute()
+
+
+def features() -> set[str]:
+    """What the loaded library computes beyond float32 (``{"avx512_bf16"}`` where its
+    compiler's target has bfloat16 dot products); empty where none is loaded."""
+    if "features" not in _state:
+        module = load()
+        found = module.tfrnn_features().numpy().decode() if module is not None else ""
+        _state["features"] = set(found.split())
+    return _state["features"]
+
+
+def bf16_check() -> str:
+    """The self-check's verdict on the loaded library's bfloat16 products ("ok" or why not)."""
+    load()
+    return _state.get("bf16", "not checked")
 
 
 def _import(path: Path):
@@ -435,6 +483,8 @@ def describe() -> dict:
         )
         if state and state["state"] == "failed":
             info["reason"], info["log"] = state["reason"], state["log"]
+        if state and state["state"] == "ok":
+            info["bf16_products"] = state.get("bf16", "not checked")
     info["status"] = status()
     return info
 
@@ -460,11 +510,12 @@ def _register_gradient(module) -> None:
     def _gradient(op, d_hs, d_last, _d_saved):
         cell = op.get_attr("cell")
         hs, last, saved = op.outputs
+        bf16 = op.get_attr("bf16")
         if not op.get_attr("save"):  # run without keeping the gates: run again, keeping them
-            hs, last, saved = module.tfrnn_recurrence(*op.inputs, cell=cell, save=True)
+            hs, last, saved = module.tfrnn_recurrence(*op.inputs, cell=cell, save=True, bf16=bf16)
         _, h0, c0, kernel, _, _ = op.inputs
         d_last = tf.zeros_like(last) if d_last is None else d_last
-        grads = module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell)
+        grads = module.tfrnn_recurrence_grad(d_hs, d_last, hs, saved, h0, c0, kernel, cell=cell, bf16=bf16)
         dxp, dh0, dc0, dhp_n = grads
         gru = cell in (b"gru", "gru")
         return (dxp, dh0, dc0, *_weight_gradients(gru, dxp, dhp_n, hs, h0))
@@ -503,13 +554,15 @@ def cross_entropy(labels, logits):
     return load().tfrnn_softmax_xent(logits, labels)[0]
 
 
-def recurrence(cell: str, xp, h0, c0, kernel, input_bias, bias, training: bool = True):
+def recurrence(cell: str, xp, h0, c0, kernel, input_bias, bias, training: bool = True, bf16: bool = False):
     """Every state of ``cell`` (``rnn``, ``gru``, ``lstm``) over batch-major ``xp``
     (``x W``, shape ``(B, T, G*H)``) from ``h0`` (and ``c0``: LSTM; ignored otherwise):
     ``(hs (B, T, H), last c of an LSTM / last h otherwise)``. ``input_bias`` is added to
     ``xp``, ``bias`` to ``h U`` (GRU's recurrent bias; zeros for the others).
     Differentiable; with ``training`` False it keeps no gates for the gradient (a gradient
-    asked for anyway runs it again)."""
+    asked for anyway runs it again). ``bf16``: the products by ``kernel``, forward and
+    backward, in bfloat16 with float32 sums (a library with ``features`` avx512_bf16 only;
+    ``tfrnn.kernel_products`` decides)."""
     op = load().tfrnn_recurrence
-    hs, last, _ = op(xp, h0, c0, kernel, input_bias, bias, cell=cell, save=bool(training))
+    hs, last, _ = op(xp, h0, c0, kernel, input_bias, bias, cell=cell, save=bool(training), bf16=bool(bf16))
     return hs, last

@@ -5,7 +5,9 @@ shape (batch rows, units, steps), ``plan`` picks one of:
 
 - ``compiled``: tfrnn's compiled CPU recurrence (``tfrnn.kernel``), where it can run: float32,
   batches of ``kernel.MIN_BATCH`` rows or more, no GPU, a library that built and passed its
-  self-check. XLA cannot compile its op, so XLA is off.
+  self-check. XLA cannot compile its op, so XLA is off. Its recurrent products are float32,
+  or bfloat16 with float32 sums where the CPU has AVX512_BF16 and they are measured faster
+  (``tfrnn.kernel_products``: ``products`` and ``products_reason``).
 - ``keras-xla``: Keras' loops under XLA: asked for (``--xla on``), or chosen by ``auto`` on a
   CPU for small layers and short sequences in runs long enough to pay back compiling.
 - ``cudnn``: a GPU: Keras' layers pick NVIDIA's cuDNN kernel.
@@ -41,6 +43,13 @@ class RecurrencePlan:
 
     implementation: str
     reason: str
+    #: compiled only: the recurrent products' arithmetic (``tfrnn.kernel_products``), and why
+    products: str = ""
+    products_reason: str = ""
+
+    @property
+    def bf16(self) -> bool:
+        return self.products == "bfloat16"
 
     @property
     def xla(self) -> bool:
@@ -51,7 +60,10 @@ class RecurrencePlan:
         return self.implementation == "compiled"
 
     def as_dict(self) -> dict:
-        return {"implementation": self.implementation, "reason": self.reason}
+        out = {"implementation": self.implementation, "reason": self.reason}
+        if self.products:
+            out.update(products=self.products, products_reason=self.products_reason)
+        return out
 
 
 def kernel_unavailable(config: TrainConfig) -> str | None:
@@ -89,9 +101,10 @@ def plan(config: TrainConfig, xla: str | None = None) -> RecurrencePlan:
         return RecurrencePlan("cudnn", "a GPU: Keras' layers run NVIDIA's cuDNN kernel")
     why_not = kernel_unavailable(config)
     if why_not is None:
-        from tfrnn import kernel
+        from tfrnn import kernel, kernel_products
 
-        return RecurrencePlan("compiled", kernel.status())
+        bf16, why = kernel_products.choose(config.cell, config.batch_size, config.units)
+        return RecurrencePlan("compiled", kernel.status(), "bfloat16" if bf16 else "float32", why)
     why_no_xla = _xla_pays(config)
     if setting == "auto" and why_no_xla is None:
         return RecurrencePlan(

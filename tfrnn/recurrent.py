@@ -100,6 +100,7 @@ class KernelMixin:
 
     kernel_cell = ""
     fused_kernel = False
+    kernel_bf16 = False  # training steps' recurrent products in bfloat16 (``use_kernel``)
 
     def _kernel_applies(self, mask) -> bool:
         cell = self.cell
@@ -127,21 +128,23 @@ class KernelMixin:
             width = tf.shape(sequences)
             xp = tf.matmul(tf.reshape(sequences, [-1, width[2]]), cell.kernel)  # biases: in the op
             xp = tf.reshape(xp, [width[0], width[1], -1])
-        hs, last = kernel.recurrence(name, xp, h0, c0, recurrent_kernel, bias_in, bias_rec, training)
+        bf16 = self.kernel_bf16 and bool(training)  # evaluation stays float32
+        hs, last = kernel.recurrence(name, xp, h0, c0, recurrent_kernel, bias_in, bias_rec, training, bf16)
         h_last = hs[:, -1] if name == "lstm" else last
         outputs = hs if self.return_sequences else h_last[:, None]
         return h_last, outputs, [h_last, last] if name == "lstm" else [h_last]
 
 
-def use_kernel(model: keras.Model, batch_size: int) -> bool:
+def use_kernel(model: keras.Model, batch_size: int, bf16: bool = False) -> bool:
     """Switch ``model``'s recurrent layers to the compiled recurrence when it can run
     batches of ``batch_size`` rows here (``kernel.unavailable``); whether it was. (Training
-    asks ``tfrnn.plan`` first; this check is then the same one, cached.)"""
+    asks ``tfrnn.plan`` first; this check is then the same one, cached.) ``bf16``: training
+    steps multiply by the recurrent kernels in bfloat16 (``tfrnn.kernel_products``)."""
     if kernel.unavailable(batch_size):
         return False
     layers = [layer for layer in model.layers if isinstance(layer, KernelMixin)]
     for layer in layers:
-        layer.fused_kernel = True
+        layer.fused_kernel, layer.kernel_bf16 = True, bf16
     return bool(layers)
 
 

@@ -224,7 +224,7 @@ def compile_model(
         keras.utils.set_random_seed(config.seed)
     model = build_model(config, vocab_size, stateful_batch=stateful_batch)
     chosen = plan(config, xla)
-    fused = chosen.compiled and use_kernel(model, config.batch_size)
+    fused = chosen.compiled and use_kernel(model, config.batch_size, bf16=chosen.bf16)
     _compile(model, config, steps_per_epoch, chosen.xla, compiled_ops=fused)
     return model
 

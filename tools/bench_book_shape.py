@@ -8,7 +8,9 @@ For each shape (``CELL-LAYERSxUNITS@BATCH``; embedding 64, 100 steps, 69 charact
 process each, the median of ``--repeats`` training steps on random batches after two
 untimed ones, and the process's peak resident memory, both right after importing its
 framework (``rss_import``) and at the end (``rss``): tfrnn with the compiled recurrence
-(``$TFRNN_KERNEL=on``), tfrnn with its Keras loops (``off``), and PyTorch's ``nn.LSTM``/
+(``$TFRNN_KERNEL=on``; its recurrent products, f32 or bf16, as ``tfrnn.kernel_products``
+chooses: ``$TFRNN_KERNEL_BF16=off`` for float32 alone), tfrnn with its Keras loops (``off``),
+and PyTorch's ``nn.LSTM``/
 ``nn.GRU`` with the same sizes and optimizer when a Python with torch is found. Each step's
 achieved GFLOP/s (``tfrnn.recipe.step_flops``: the matrix products, forward and backward) is
 printed beside the float32 FMA peak of the cores used (``tfrnn.cpu.fma_peak_gflops``: their
@@ -53,8 +55,9 @@ rng = np.random.default_rng(0)
 x = rng.integers(0, {VOCAB}, (batch, {STEPS})).astype("int32")
 y = rng.integers(0, {VOCAB}, (batch, {STEPS})).astype("int32")
 used = any(getattr(layer, "fused_kernel", False) for layer in model.layers)
+products = "bf16" if any(getattr(layer, "kernel_bf16", False) for layer in model.layers) else "f32"
 ms = 1000 * median_seconds(lambda: model.train_on_batch(x, y), repeats, warmup=2)
-print(json.dumps({{"ms": ms, "compiled": used, "rss_import": rss_import}}))
+print(json.dumps({{"ms": ms, "compiled": used, "products": products, "rss_import": rss_import}}))
 """
 
 TORCH_CHILD = f"""
@@ -111,7 +114,7 @@ def print_rows(rows: list[dict], peak: float | None) -> None:
     nan = float("nan")
     print(
         f"{'shape':<16}{'compiled ms':>12}{'Keras ms':>10}{'PyTorch ms':>12}{'c/K':>6}{'c/PT':>6}"
-        f"{'GFLOP/s c':>11}{'K':>6}{'PT':>6}{'c/peak':>8}"
+        f"{'GFLOP/s c':>11}{'K':>6}{'PT':>6}{'c/peak':>8}{'c products':>12}"
     )
     for row in rows:
         c, k, t = row["compiled"], row["keras"], row.get("torch") or {"ms": nan, "gflops": nan}
@@ -119,7 +122,7 @@ def print_rows(rows: list[dict], peak: float | None) -> None:
         print(
             f"{row['shape']:<16}{c['ms']:>12.0f}{k['ms']:>10.0f}{t['ms']:>12.0f}{c['ms'] / k['ms']:>6.2f}"
             f"{c['ms'] / t['ms']:>6.2f}{c['gflops']:>11.1f}{k['gflops']:>6.1f}{t['gflops']:>6.1f}"
-            f"{share:>8.0%}"
+            f"{share:>8.0%}{c.get('products', ''):>12}"
         )
     print(f"\n{'shape':<16}{'RSS after import / peak / beyond import (MiB)':<46}{'beyond c/PT':>12}")
     for row in rows:

@@ -32,12 +32,23 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
 #include "unsupported/Eigen/CXX11/Tensor"
+
+// bfloat16 products where the compiler targets a CPU with AVX512_BF16 (Cooper Lake, Sapphire
+// Rapids and later; AMD Zen 4 and later): pairs of bfloat16 multiplied and summed into float32
+// (vdpbf16ps), twice the multiply-adds of a float32 FMA per instruction, and half the bytes of
+// the packed kernel to stream each step. The states, the gates and every gradient stay float32.
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define TFRNN_BF16 1
+#endif
 
 namespace {
 
@@ -151,6 +162,20 @@ void PackedAdd(const float* a, int64 lda, int64 M, int64 K, const float* packed,
   }
 }
 
+// Shards of many rows take Eigen's general product instead: it packs the kernel again on
+// every call, but that cost, K x N, is small beside the product's M x K x N once M is large
+// (hw4's batches of 1,024: 512 rows a core), where its own packing of the rows beats the
+// micro-kernel's strided reads. Few rows (the book's 16-64 a core) are what packing once pays.
+constexpr int64 kGemmRows = 128;
+
+// Columns of B per block of Eigen's product: a block stays in a core's level-2 cache while
+// every row of the shard uses it.
+constexpr int64 kBlockBytes = 1 << 20;
+
+inline int64 BlockCols(int64 rows) {
+  return std::max<int64>(64, (kBlockBytes / (4 * std::max<int64>(rows, 1))) / 64 * 64);
+}
+
 // A scratch buffer of `floats` from TensorFlow's allocator (freed with the op's step).
 float* Scratch(OpKernelContext* ctx, int64 floats, Tensor* holder) {
   if (!ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64>(floats, 1)}), holder).ok()) {
@@ -158,6 +183,141 @@ float* Scratch(OpKernelContext* ctx, int64 floats, Tensor* holder) {
   }
   return holder->flat<float>().data();
 }
+
+#ifdef TFRNN_BF16
+// float -> bfloat16, rounding to nearest even (as vcvtneps2bf16 does); NaN stays NaN.
+inline uint16_t Bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// c (M rows, stride ldc; the first w <= 32 columns) += a x panel: a's rows as K2 pairs of
+// bfloat16 each (one 32-bit word per pair, stride lda2 words), the panel as K2 x 32 column
+// pairs (64 bfloat16 per pair of rows: columns 0-15, then 16-31).
+template <int M>
+void MicroBf16(const uint32_t* a, int64 lda2, const uint16_t* panel, int64 K2, float* c, int64 ldc, int64 w) {
+  __m512 lo[M], hi[M];
+  for (int r = 0; r < M; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
+  for (int64 kp = 0; kp < K2; ++kp) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + kp * 64);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + kp * 64 + 32);
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda2 + kp]));
+      lo[r] = _mm512_dpbf16_ps(lo[r], x, b0);
+      hi[r] = _mm512_dpbf16_ps(hi[r], x, b1);
+    }
+  }
+  const __mmask16 m0 = w >= 16 ? 0xffff : static_cast<__mmask16>((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? 0xffff : (w > 16 ? static_cast<__mmask16>((1u << (w - 16)) - 1) : 0);
+  for (int r = 0; r < M; ++r) {
+    float* row = c + r * ldc;
+    _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), lo[r]));
+    _mm512_mask_storeu_ps(row + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), hi[r]));
+  }
+}
+#endif
+
+// The product of a step's rows by the recurrent kernel (U forward, U^T backward), which does
+// not change inside a sequence: packed once per op, in float32 panels, or in bfloat16 pairs
+// where the op is asked for them (built with TFRNN_BF16 only).
+class Product {
+ public:
+  // B (K, N), its element (k, j) at b[k * rs + j * cs].
+  tensorflow::Status Prepare(OpKernelContext* ctx, bool bf16, const float* b, int64 rs, int64 cs, int64 K,
+                             int64 N) {
+    K_ = K, N_ = N, bf16_ = bf16, b_ = b, transposed_ = rs == 1 && cs == K;
+    if (!bf16) {
+      packed_ = Scratch(ctx, PackedSize(K, N), &holder_);
+      if (packed_ == nullptr) return errors::ResourceExhausted("no memory for the packed kernel");
+      Pack(b, rs, cs, K, N, packed_);
+      return tensorflow::OkStatus();
+    }
+#ifdef TFRNN_BF16
+    const int64 K2 = (K + 1) / 2, panels = (N + 31) / 32;
+    packed_ = Scratch(ctx, (panels * K2 * 64 + 1) / 2, &holder_);  // 64 bfloat16 per pair of rows
+    if (packed_ == nullptr) return errors::ResourceExhausted("no memory for the packed kernel");
+    uint16_t* out = reinterpret_cast<uint16_t*>(packed_);
+    for (int64 j0 = 0; j0 < N; j0 += 32) {
+      for (int64 kp = 0; kp < K2; ++kp) {
+        for (int64 j = 0; j < 32; ++j, out += 2) {
+          for (int64 e = 0; e < 2; ++e) {
+            const int64 k = 2 * kp + e;
+            out[e] = (j0 + j < N && k < K) ? Bf16(b[k * rs + (j0 + j) * cs]) : 0;
+          }
+        }
+      }
+    }
+    return tensorflow::OkStatus();
+#else
+    return errors::InvalidArgument("this library was built without AVX512_BF16: no bfloat16 products");
+#endif
+  }
+
+  // c (M x N, stride ldc) += a (M x K, stride lda) x B; `rows`: the caller's scratch.
+  void Add(const float* a, int64 lda, int64 M, float* c, int64 ldc, std::vector<uint16_t>* rows) const {
+    if (!bf16_ && M >= kGemmRows) {
+      GemmAdd(a, lda, M, c, ldc);
+      return;
+    }
+    if (!bf16_) {
+      PackedAdd(a, lda, M, K_, packed_, N_, c, ldc);
+      return;
+    }
+#ifdef TFRNN_BF16
+    const int64 K2 = (K_ + 1) / 2;
+    rows->resize(M * K2 * 2);
+    for (int64 r = 0; r < M; ++r) {  // a's rows in bfloat16, a zero after an odd K
+      const float* src = a + r * lda;
+      uint16_t* dst = rows->data() + r * K2 * 2;
+      int64 k = 0;
+      for (; k + 16 <= K_; k += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+      }
+      for (; k < K_; ++k) dst[k] = Bf16(src[k]);
+      if (K_ % 2) dst[K_] = 0;
+    }
+    using Kernel = void (*)(const uint32_t*, int64, const uint16_t*, int64, float*, int64, int64);
+    static constexpr Kernel kTail[] = {nullptr,       MicroBf16<1>, MicroBf16<2>, MicroBf16<3>,
+                                       MicroBf16<4>, MicroBf16<5>, MicroBf16<6>, MicroBf16<7>};
+    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(rows->data());
+    const uint16_t* packed = reinterpret_cast<const uint16_t*>(packed_);
+    for (int64 j0 = 0; j0 < N_; j0 += 32) {
+      const uint16_t* panel = packed + j0 / 32 * K2 * 64;
+      const int64 w = std::min<int64>(32, N_ - j0);
+      int64 r = 0;
+      for (; r + 8 <= M; r += 8) MicroBf16<8>(pairs + r * K2, K2, panel, K2, c + r * ldc + j0, ldc, w);
+      if (r < M) kTail[M - r](pairs + r * K2, K2, panel, K2, c + r * ldc + j0, ldc, w);
+    }
+#endif
+  }
+
+ private:
+  // c += a x B with Eigen's product, B's columns a block at a time (B = b_ (K, N) row-major,
+  // or the transpose of b_ (N, K) row-major).
+  void GemmAdd(const float* a, int64 lda, int64 M, float* c, int64 ldc) const {
+    const CStrided A(a, M, K_, Eigen::OuterStride<>(lda));
+    Strided C(c, M, N_, Eigen::OuterStride<>(ldc));
+    const int64 step = BlockCols(K_);
+    for (int64 j = 0; j < N_; j += step) {
+      const int64 cols = std::min(step, N_ - j);
+      if (transposed_) {
+        C.middleCols(j, cols).noalias() += A * CMat(b_, N_, K_).middleRows(j, cols).transpose();
+      } else {
+        C.middleCols(j, cols).noalias() += A * CMat(b_, K_, N_).middleCols(j, cols);
+      }
+    }
+  }
+
+  Tensor holder_;
+  float* packed_ = nullptr;
+  const float* b_ = nullptr;
+  int64 K_ = 0, N_ = 0;
+  bool bf16_ = false, transposed_ = false;
+};
 
 // Rows [b0, b1) of a (B, T, W) tensor at step t: a strided (b1 - b0, cols) block from column c0.
 inline Strided At(float* base, int64 b0, int64 b1, int64 t, int64 T, int64 W, int64 c0, int64 cols) {
@@ -180,11 +340,13 @@ class CellOp : public OpKernel {
   explicit CellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string cell;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
     cell_ = ParseCell(cell);
   }
 
  protected:
   Cell cell_;
+  bool bf16_;  // the recurrent products in bfloat16 (TFRNN_BF16 builds only)
 };
 
 class ForwardOp : public CellOp {
@@ -217,10 +379,8 @@ class ForwardOp : public CellOp {
     float* hs = hs_t->flat<float>().data();
     float* ws = ws_t->flat<float>().data();
     float* c_last = c_t->flat<float>().data();
-    Tensor packed_t;  // U in panels, packed once for every step
-    float* packed = Scratch(ctx, PackedSize(H, GH), &packed_t);
-    OP_REQUIRES(ctx, packed != nullptr, errors::ResourceExhausted("no memory for the packed kernel"));
-    Pack(u.flat<float>().data(), GH, 1, H, GH, packed);
+    Product product;  // h_prev U, U packed once for every step
+    OP_REQUIRES_OK(ctx, product.Prepare(ctx, bf16_, u.flat<float>().data(), GH, 1, H, GH));
     const Row b(bu.flat<float>().data(), GH);
     const Row bxr(bx.flat<float>().data(), GH);
     const Eigen::Array<float, 1, Eigen::Dynamic> bsum = bxr + b;
@@ -234,6 +394,7 @@ class ForwardOp : public CellOp {
       Mat xb(cell == kGru ? n : 0, GH);  // xp_t + bx (GRU)
       Mat local(save ? 0 : n, S);  // this step's gates when they are not saved
       Mat c(n, H);  // LSTM's cell state
+      std::vector<uint16_t> rows;  // h_prev in bfloat16, for bfloat16 products
       if (cell == kLstm) c = CMat(c0p + b0 * H, n, H);
       for (int64 t = 0; t < T; ++t) {
         auto w = [&](int k) {
@@ -246,7 +407,7 @@ class ForwardOp : public CellOp {
         auto za = [&](int k) { return z.middleCols(k * H, H).array(); };
         if (cell == kGru) {  // h_prev U + bu apart: its n block is gated by r
           z.array().rowwise() = b;
-          PackedAdd(hprev.data(), hprev.outerStride(), n, H, packed, GH, z.data(), GH);
+          product.Add(hprev.data(), hprev.outerStride(), n, z.data(), GH, &rows);
           xb = CAt(x, b0, b1, t, T, GH, 0, GH);
           xb.array().rowwise() += bxr;
           auto xa = [&](int k) { return xb.middleCols(k * H, H).array(); };
@@ -260,7 +421,7 @@ class ForwardOp : public CellOp {
         // SimpleRNN, LSTM: z = xp_t + bx + bu + h_prev U, the product added in place
         z = CAt(x, b0, b1, t, T, GH, 0, GH);
         z.array().rowwise() += bsum;
-        PackedAdd(hprev.data(), hprev.outerStride(), n, H, packed, GH, z.data(), GH);
+        product.Add(hprev.data(), hprev.outerStride(), n, z.data(), GH, &rows);
         if (cell == kRnn) {
           h.array() = za(0).tanh();
         } else {
@@ -327,14 +488,8 @@ class BackwardOp : public CellOp {
     float* dh0 = dh0_t->flat<float>().data();
     float* dc0 = dc0_t->flat<float>().data();
     float* dhpn = dhpn_t->flat<float>().data();
-    Tensor packed_t;  // U^T in panels, packed once for every step
-    float* packed = Scratch(ctx, PackedSize(GH, H), &packed_t);
-    OP_REQUIRES(ctx, packed != nullptr, errors::ResourceExhausted("no memory for the packed kernel"));
-    Pack(u.flat<float>().data(), 1, GH, GH, H, packed);
-    // dh_next += lhs x U^T, lhs (n, GH) with row stride ld
-    auto add_times_ut = [&](Mat& out, const float* lhs, int64 ld) {
-      PackedAdd(lhs, ld, out.rows(), GH, packed, H, out.data(), H);
-    };
+    Product product;  // lhs U^T, U^T packed once for every step
+    OP_REQUIRES_OK(ctx, product.Prepare(ctx, bf16_, u.flat<float>().data(), 1, GH, GH, H));
     const Cell cell = cell_;
 
     auto work = [&](int64 b0, int64 b1) {
@@ -344,6 +499,9 @@ class BackwardOp : public CellOp {
       Mat dh_next = cell == kLstm ? Mat::Zero(n, H) : d_last;
       Mat dc_next = cell == kLstm ? d_last : Mat::Zero(n, H);
       Mat dh(n, H), dc(n, H), dhp(cell == kGru ? n : 0, GH);
+      std::vector<uint16_t> rows;  // the product's left side in bfloat16, for bfloat16 products
+      // dh_next += lhs x U^T, lhs (n, GH) with row stride ld
+      auto add_times_ut = [&](const float* lhs, int64 ld) { product.Add(lhs, ld, n, dh_next.data(), H, &rows); };
       for (int64 t = T - 1; t >= 0; --t) {
         CStrided hprev = t == 0 ? CStrided(h0p + b0 * H, n, H, Eigen::OuterStride<>(H))
                                 : CAt(hs, b0, b1, t - 1, T, H, 0, H);
@@ -354,7 +512,7 @@ class BackwardOp : public CellOp {
           auto h = CAt(hs, b0, b1, t, T, H, 0, H).array();
           dx(0) = dh.array() * (1.f - h * h);
           dh_next.setZero();
-          add_times_ut(dh_next, dxp + (b0 * T + t) * GH, T * GH);
+          add_times_ut(dxp + (b0 * T + t) * GH, T * GH);
         } else if (cell == kGru) {
           // w: z, r, n, hp_n
           auto dn = (dh.array() * (1.f - w(0)) * (1.f - w(2) * w(2))).eval();
@@ -365,7 +523,7 @@ class BackwardOp : public CellOp {
           dhp.rightCols(H).array() = dn * w(1);
           At(dhpn, b0, b1, t, T, H, 0, H) = dhp.rightCols(H);
           dh_next.array() = dh.array() * w(0);
-          add_times_ut(dh_next, dhp.data(), GH);
+          add_times_ut(dhp.data(), GH);
         } else {
           // w: i, f, g, o, c, tanh(c)
           CStrided cprev = t == 0 ? CStrided(c0p + b0 * H, n, H, Eigen::OuterStride<>(H))
@@ -377,7 +535,7 @@ class BackwardOp : public CellOp {
           dx(3) = dh.array() * w(5) * w(3) * (1.f - w(3));
           dc_next.array() = dc.array() * w(1);
           dh_next.setZero();
-          add_times_ut(dh_next, dxp + (b0 * T + t) * GH, T * GH);
+          add_times_ut(dxp + (b0 * T + t) * GH, T * GH);
         }
       }
       Eigen::Map<Mat>(dh0 + b0 * H, n, H) = dh_next;
@@ -568,6 +726,7 @@ REGISTER_KERNEL_BUILDER(
 REGISTER_OP("TfrnnRecurrence")
     .Attr("cell: {'rnn', 'gru', 'lstm'}")
     .Attr("save: bool = true")
+    .Attr("bf16: bool = false")
     .Input("xp: float")
     .Input("h0: float")
     .Input("c0: float")
@@ -596,6 +755,7 @@ REGISTER_OP("TfrnnRecurrence")
 
 REGISTER_OP("TfrnnRecurrenceGrad")
     .Attr("cell: {'rnn', 'gru', 'lstm'}")
+    .Attr("bf16: bool = false")
     .Input("dhs: float")
     .Input("dc_last: float")
     .Input("hs: float")
@@ -621,3 +781,21 @@ REGISTER_OP("TfrnnRecurrenceGrad")
 
 REGISTER_KERNEL_BUILDER(Name("TfrnnRecurrence").Device(DEVICE_CPU), ForwardOp);
 REGISTER_KERNEL_BUILDER(Name("TfrnnRecurrenceGrad").Device(DEVICE_CPU), BackwardOp);
+
+// What this build can do beyond float32: "avx512_bf16" where it has bfloat16 products, else "".
+class FeaturesOp : public OpKernel {
+ public:
+  explicit FeaturesOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+#ifdef TFRNN_BF16
+    out->scalar<tensorflow::tstring>()() = "avx512_bf16";
+#else
+    out->scalar<tensorflow::tstring>()() = "";
+#endif
+  }
+};
+
+REGISTER_OP("TfrnnFeatures").Output("features: string").SetShapeFn(tensorflow::shape_inference::ScalarShape);
+REGISTER_KERNEL_BUILDER(Name("TfrnnFeatures").Device(DEVICE_CPU), FeaturesOp);
