@@ -104,12 +104,13 @@ def _say(message: str) -> None:
         print(f"tfrnn: {message}", file=sys.stderr, flush=True)
 
 
-def setting() -> str:
-    """``$TFRNN_KERNEL``: ``auto`` (default), ``on`` or ``off``; anything else is refused."""
-    raw = os.environ.get(ENV, "auto")
+def setting(variable: str = ENV) -> str:
+    """``$TFRNN_KERNEL`` (or another ``variable`` of the same kind): ``auto`` (default),
+    ``on`` or ``off``; anything else is refused."""
+    raw = os.environ.get(variable, "auto")
     value = raw.strip().lower() or "auto"
     if value not in SETTINGS:
-        raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {raw!r}")
+        raise ConfigError(f"${variable} must be one of {', '.join(SETTINGS)}, got {raw!r}")
     return value
 
 

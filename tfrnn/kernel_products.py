@@ -25,13 +25,9 @@ timing), ``off`` (float32 always).
 
 from __future__ import annotations
 
-import os
-
 from tfrnn import kernel
-from tfrnn.errors import ConfigError
 
 ENV = "TFRNN_KERNEL_BF16"
-SETTINGS = ("auto", "on", "off")
 #: ``auto`` takes bfloat16 where its timing is at most this fraction of float32's.
 MIN_RATIO = 0.9
 #: Steps of the timed sequence (forward and back), and the timings' repeats (median).
@@ -43,11 +39,7 @@ _chosen: dict[tuple[str, int, int], tuple[bool, str]] = {}
 
 def setting() -> str:
     """``$TFRNN_KERNEL_BF16``: ``auto`` (default), ``on`` or ``off``; anything else is refused."""
-    raw = os.environ.get(ENV, "auto")
-    value = raw.strip().lower() or "auto"
-    if value not in SETTINGS:
-        raise ConfigError(f"${ENV} must be one of {', '.join(SETTINGS)}, got {raw!r}")
-    return value
+    return kernel.setting(ENV)
 
 
 def unavailable() -> str | None:
