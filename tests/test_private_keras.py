@@ -42,3 +42,13 @@ def test_an_optimizer_keeps_its_schedule_and_moving_average_where_tfrnn_reads_th
     assert [tuple(v.shape) for v in average] == [(2,), (3,)]  # in the variables' order
     optimizer.apply_gradients(zip([np.ones((2,), "float32"), np.ones((3,), "float32")], weights))
     assert not np.allclose(keras.ops.convert_to_numpy(average[0]), 1.0)  # it moves with the weights
+
+
+def test_keras_tuner_saves_its_state_through_the_writer_tfrnn_replaces():
+    """tuner.search.atomic_tuner_state replaces keras_tuner.src.utils.save_json; the tuner's,
+    the oracle's and the trials' state must still be written through that module attribute."""
+    from keras_tuner.src import utils
+    from keras_tuner.src.engine import stateful
+
+    assert list(inspect.signature(utils.save_json).parameters) == ["path", "obj"]
+    assert "utils.save_json(" in inspect.getsource(stateful.Stateful.save)

@@ -111,6 +111,27 @@ def test_killed_search_resumes_and_reuses_the_completed_trial(tmp_path):
         assert after[name]["score"] == trial["score"]
 
 
+def test_a_state_save_cut_before_its_rename_keeps_the_previous_state(tmp_path, monkeypatch):
+    """Keras Tuner's state files are written beside themselves and renamed into place, so a
+    search killed mid-save leaves the last whole state for the resume (not an empty file)."""
+    from keras_tuner.src import utils
+
+    from tuner.search import atomic_tuner_state
+
+    atomic_tuner_state()
+    state = tmp_path / "oracle.json"
+    utils.save_json(str(state), {"trials": 1})
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # as a kill between the write and the rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        utils.save_json(str(state), {"trials": 2})
+    assert utils.load_json(str(state)) == {"trials": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no temporary left behind
+
+
 @pytest.mark.slow
 def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     (port,) = _free_ports(1)

@@ -73,6 +73,39 @@ def _wait_for_chief(host: str, port: int) -> None:
         channel.close()
 
 
+def _atomic_save_json(path, obj) -> str:
+    """Keras Tuner's ``utils.save_json``, but a local file is written beside itself and
+    renamed into place: a search killed mid-save keeps the previous state whole (Keras
+    Tuner truncates the file first, and a kill then leaves an empty tuner0.json or
+    oracle.json that no later run can reload)."""
+    text = json.dumps(obj)
+    path = str(path)
+    if "://" in path:  # gs:// and other tf.io.gfile schemes: Keras Tuner's own writer
+        return _KT_SAVE_JSON(path, obj)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return text
+
+
+_KT_SAVE_JSON = None
+
+
+def atomic_tuner_state() -> None:
+    """Make Keras Tuner save its state files (tuner, oracle, trials) atomically."""
+    global _KT_SAVE_JSON
+    from keras_tuner.src import utils
+
+    if utils.save_json is not _atomic_save_json:
+        _KT_SAVE_JSON = utils.save_json
+        utils.save_json = _atomic_save_json
+
+
 def make_tuner(
     kind: str,
     hypermodel,
@@ -90,6 +123,7 @@ def make_tuner(
     """
     import keras_tuner as kt
 
+    atomic_tuner_state()
     if kind not in TUNERS:
         raise ConfigError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
     POSITIVE_INT.check("--max-trials", max_trials)
