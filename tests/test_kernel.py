@@ -243,3 +243,17 @@ def test_bfloat16_products_train_within_rounding_of_float32_and_are_named(compil
     assert "AVX512_BF16" in recurrence["products_reason"]
     model = compile_model(config, 28, "off")
     assert all(layer.kernel_bf16 for layer in recurrent_layers(model))
+
+
+def test_the_float32_peak_counts_zen4_avx512_at_half_width():
+    """Zen 4 (AMD family 25) runs 512-bit FMAs on 256-bit units; Intel's AVX-512 and AVX2
+    machines keep their own counts."""
+    from tfrnn.cpu import FLAGS, fma_flops_per_cycle
+
+    def info(vendor, family, *have):
+        return {"flags": {f: f in have for f in FLAGS}, "vendor": vendor, "family": family}
+
+    assert fma_flops_per_cycle(info("AuthenticAMD", 25, "avx2", "fma", "avx512f"))[0] == 32
+    assert fma_flops_per_cycle(info("AuthenticAMD", 26, "avx2", "fma", "avx512f"))[0] == 64
+    assert fma_flops_per_cycle(info("GenuineIntel", 6, "avx2", "fma", "avx512f"))[0] == 64
+    assert fma_flops_per_cycle(info("AuthenticAMD", 23, "avx2", "fma"))[0] == 32

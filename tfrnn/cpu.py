@@ -16,16 +16,28 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "am
 def cpu_info() -> dict:
     """Model name, logical cores and which of ``FLAGS`` the CPU has (Linux /proc/cpuinfo)."""
     model, flags = platform.processor() or platform.machine(), set()
+    vendor, family = "", None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
+            key = key.strip()
+            if key == "model name":
                 model = value.strip()
-            elif key.strip() == "flags":
+            elif key == "flags":
                 flags = set(value.split())
+            elif key == "vendor_id":
+                vendor = value.strip()
+            elif key == "cpu family" and value.strip().isdigit():
+                family = int(value)
     except OSError:
         pass
-    return {"model": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in FLAGS}}
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "flags": {f: f in flags for f in FLAGS},
+        "vendor": vendor,
+        "family": family,
+    }
 
 
 def cpu_summary() -> str:
@@ -80,12 +92,21 @@ def l2_cache_bytes() -> tuple[int, str]:
     return DEFAULT_L2_BYTES, "assumed"
 
 
-def fma_flops_per_cycle() -> tuple[int, str]:
-    """float32 operations one core can finish per cycle, from its vector features, assuming
-    two fused multiply-add units (Zen, Skylake-SP Gold/Platinum and later; some Xeon Silver
-    and Bronze have one): (flops, what that assumes)."""
-    flags = cpu_info()["flags"]
+#: AMD families whose AVX-512 instructions run as two halves on 256-bit units (Zen 4 is
+#: family 25; Zen 5, family 26, has whole 512-bit units on its server parts).
+AMD_HALF_WIDTH_AVX512 = (25,)
+
+
+def fma_flops_per_cycle(info: dict | None = None) -> tuple[int, str]:
+    """float32 operations one core can finish per cycle, from its vector features (``info``:
+    ``cpu_info()`` by default), assuming two fused multiply-add units (Zen, Skylake-SP
+    Gold/Platinum and later; some Xeon Silver and Bronze have one): (flops, what that assumes)."""
+    info = info or cpu_info()
+    flags = info["flags"]
     machine = platform.machine().lower()
+    half_width = info.get("vendor") == "AuthenticAMD" and info.get("family") in AMD_HALF_WIDTH_AVX512
+    if flags["avx512f"] and half_width:
+        return 32, "AVX-512 on 2 x 256-bit FMA units, as Zen 4 runs it (8 lanes x 2 flops x 2)"
     if flags["avx512f"]:
         return 64, "2 x 512-bit FMA units (16 lanes x 2 flops x 2)"
     if flags["avx2"] and flags["fma"]:
