@@ -11,11 +11,10 @@ import click
 
 from tfrnn import cli_study, cli_use  # noqa: F401  (their commands register on the group)
 from tfrnn.cli_common import (
-    DATA,
-    DATA_HELP,
     SEED,
     choice,
     cli,
+    data_option,
     hw4,
     import_tensorflow_quietly,
     kernel_setting,
@@ -160,13 +159,8 @@ __all__ = ["cli", "fit", "main"]
 @click.option(
     "--seed", type=SEED, default=0, show_default=True, help="Random seed: the same seed repeats a run."
 )
-@click.option(
-    "--data",
-    type=DATA,
-    metavar=DATA.name,
-    default=None,
-    help=f"{DATA_HELP}  [default: The Time Machine, the copy that ships inside tfrnn "
-    "(no download; SHA-1 checked), or $TFRNN_DATA if set]",
+@data_option(
+    "The Time Machine, the copy that ships inside tfrnn (no download; SHA-1 checked), or $TFRNN_DATA if set"
 )
 @click.option(
     "--out",

@@ -72,21 +72,45 @@ class DataSource(click.ParamType):
 
 DATA = DataSource()
 DATA_HELP = (
-    "A text file (UTF-8, or UTF-16/32 with a byte-order mark), or a TensorFlow Datasets text "
-    "dataset as tfds:NAME[/CONFIG][:SPLIT]"
-    "[#FEATURE] (its train/validation/test splits become the book preset's parts)."
+    "A text file (UTF-8, or UTF-16/32 with a byte-order mark); a folder (every text file "
+    "under it, hidden ones left out, one document each); several --data values (one document "
+    "each); or a TensorFlow Datasets text dataset as tfds:NAME[/CONFIG][:SPLIT]"
+    "[#FEATURE] (its train/validation/test splits become the book preset's parts). With 10 or "
+    "more documents the book preset's validation and test parts are whole documents."
 )
+
+
+def _one_or_several(ctx, param, values):
+    """``--data`` given once is that value, several times a tuple of them, never None."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def data_option(default: str):
+    """The ``--data`` option (repeatable), its default named in --help."""
+    return click.option(
+        "--data",
+        type=DATA,
+        metavar=DATA.name,
+        multiple=True,
+        callback=_one_or_several,
+        help=f"{DATA_HELP}  [default: {default}]",
+    )
 
 
 def check_data(data) -> None:
     """Read the data once, so that a bad source stops before anything is written."""
     from tfrnn.data import book_path, read_text
+    from tfrnn.documents import is_documents, read_documents
 
     if is_tfds(data):  # tensorflow_datasets imports TensorFlow
         import_tensorflow_quietly()
         from tfrnn.tfds_source import load_texts
 
         load_texts(data)
+    elif is_documents(data):
+        read_documents(data)
     else:
         read_text(data if data is not None else book_path())
 

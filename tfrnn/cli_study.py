@@ -8,12 +8,11 @@ import click
 
 from tfrnn.cli_common import (
     COUNT,
-    DATA,
-    DATA_HELP,
     SEED,
     check_data,
     choice,
     cli,
+    data_option,
     import_tensorflow_quietly,
     kernel_setting,
     make_strategy,
@@ -115,9 +114,7 @@ def profile(run_dir, cell, units, layers, embedding, preset, vocab_size, no_spee
     "Training preset of an options grid.  [default: hw4]",
 )
 @click.option("--epochs", type=COUNT, default=None, help="Override every model's epochs (a quick look).")
-@click.option(
-    "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
-)
+@data_option("The Time Machine")
 @vocab_option("Every model's vocabulary (see `tfrnn fit --help`).")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder.  [default: reports/GRID]"
@@ -252,9 +249,7 @@ def compare(grid_spec, cells, units, layers, preset, epochs, data, vocab, out, s
     help="Run folder of the retrained best model.  [default: saved_models/tuned-NAME]",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed of data and search.")
-@click.option(
-    "--data", type=DATA, metavar=DATA.name, default=None, help=f"{DATA_HELP}  [default: The Time Machine]"
-)
+@data_option("The Time Machine")
 @vocab_option("The vocabulary of every trial (see `tfrnn fit --help`).")
 @click.option(
     "--chief",

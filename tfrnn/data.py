@@ -85,6 +85,8 @@ class Corpus:
     vocab: Vocab
     bounds: tuple[int, int] | None = None
     unknown: dict = dataclasses.field(default_factory=dict, compare=False)
+    #: files under a data folder not read as text, by reason (``tfrnn.documents``)
+    skipped: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -111,15 +113,22 @@ class Corpus:
         min_count: int = MIN_COUNT,
         max_size: int = MAX_SIZE,
     ) -> Corpus:
-        """Load ``source``: a text file, a ``tfds:`` dataset (``tfrnn.tfds_source``), or the
-        verified book when None, as ids of ``vocab``: "letters", "chars" (built from the
-        training part of ``preset``), or a given ``Vocab`` (a run's own, to fine-tune)."""
+        """Load ``source``: a text file, a folder or several paths (``tfrnn.documents``: one
+        document each), a ``tfds:`` dataset (``tfrnn.tfds_source``), or the verified book
+        when None, as ids of ``vocab``: "letters", "chars" (built from the training part of
+        ``preset``), or a given ``Vocab`` (a run's own, to fine-tune)."""
+        from tfrnn.documents import SEPARATOR, is_documents, joined_parts, read_documents
         from tfrnn.tfds_source import is_tfds
 
+        separator, skipped = "", {}
         if is_tfds(source):
             from tfrnn.tfds_source import load_texts
 
             texts = list(load_texts(source).values())
+        elif is_documents(source):
+            documents = read_documents(source)
+            texts, source, skipped = joined_parts(documents), documents.source, documents.skipped
+            separator = SEPARATOR if len(documents.texts) > 1 else ""
         else:
             source = Path(source) if source is not None else book_path()
             texts = [read_text(source)]
@@ -142,15 +151,19 @@ class Corpus:
         if kind == LETTERS:
             joined = "\n".join(texts)
             unknown = {"all": given.unknown(joined)} if any(not t.isascii() for t in texts) else {}
-            return cls(ids=ids, source=str(source), vocab=given, bounds=bounds, unknown=unknown)
-        given = vocab if isinstance(vocab, Vocab) else Vocab.build(all_codes[:end], min_count, max_size)
+            return cls(ids, str(source), given, bounds, unknown, skipped)
+        given = (
+            vocab
+            if isinstance(vocab, Vocab)
+            else Vocab.build(all_codes[:end], min_count, max_size, keep=separator)
+        )
         ids = given.encode_codes(all_codes)
         unknown = {}
         for part, span in (("train", slice(0, end)), ("rest", slice(end, None))):
             missing = all_codes[span][ids[span] == given.unk]
             values, counts = np.unique(missing, return_counts=True)
             unknown[part] = Counter({chr(int(v)): int(n) for v, n in zip(values, counts)})
-        return cls(ids=ids, source=str(source), vocab=given, bounds=bounds, unknown=unknown)
+        return cls(ids, str(source), given, bounds, unknown, skipped)
 
     def book_parts(self, num_steps: int) -> dict[str, np.ndarray]:
         """The book preset's train/validation/test parts: the source's own, else 90/5/5."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tfrnn.config import TrainConfig, with_defaults
 from tfrnn.data import Corpus, book_steps_per_epoch, eval_batch_size, make_splits
+from tfrnn.documents import skipped_line
 from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged, one_line
 from tfrnn.generate import study_continuations
 from tfrnn.memory import check_fits
@@ -147,9 +148,9 @@ def prepare(config: TrainConfig, data, log=print) -> Run:
         + f"; vocabulary {corpus.vocab.describe()}); "
         + ", ".join(f"{k} {v:,} {splits.unit}" for k, v in splits.sizes.items())
     )
-    note = unknown_line(corpus)
-    if note:
-        log(note)
+    for note in (unknown_line(corpus), skipped_line(corpus.skipped)):
+        if note:
+            log(note)
     return Run(config, corpus, splits, init_weights(config))
 
 

@@ -117,6 +117,8 @@ def is_study_text(source: str | os.PathLike | None) -> bool:
     preset is the study's letters."""
     if source is None:
         return True
+    if isinstance(source, (list, tuple)):
+        return False
     if is_tfds(source):
         return str(source).removeprefix("tfds:").split(":")[0] in ("time_machine", "time_machine/default")
     path = Path(source).expanduser()

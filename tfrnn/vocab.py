@@ -89,19 +89,25 @@ class Vocab:
                 raise DataError("a chars vocabulary's characters must be sorted and distinct")
 
     @classmethod
-    def build(cls, codes: np.ndarray, min_count: int = MIN_COUNT, max_size: int = MAX_SIZE) -> Vocab:
-        """The ``chars`` vocabulary of a training text given as code points."""
+    def build(
+        cls, codes: np.ndarray, min_count: int = MIN_COUNT, max_size: int = MAX_SIZE, keep: str = ""
+    ) -> Vocab:
+        """The ``chars`` vocabulary of a training text given as code points; the characters
+        of ``keep`` (a document separator) are held however often they occur."""
         values, counts = np.unique(codes, return_counts=True)
-        keep = counts >= min_count
-        values, counts = values[keep], counts[keep]
-        if len(values) > max_size - 1:  # the most frequent; ties by code point
-            order = np.lexsort((values, -counts))[: max_size - 1]
+        forced = np.array(sorted({ord(c) for c in keep}), values.dtype)
+        often = (counts >= min_count) & ~np.isin(values, forced)
+        values, counts = values[often], counts[often]
+        room = max_size - 1 - len(forced)
+        if len(values) > room:  # the most frequent; ties by code point
+            order = np.lexsort((values, -counts))[:room]
             values = np.sort(values[order])
         if len(values) == 0:
             raise DataError(
                 f"no character occurs {min_count} times in the training text: nothing to learn "
                 "(a longer text, or a smaller --min-count)"
             )
+        values = np.union1d(values, forced)
         return cls((UNK, *(chr(int(v)) for v in values)), CHARS, min_count)
 
     @classmethod
