@@ -17,6 +17,7 @@ from tfrnn.data import Splits
 from tfrnn.errors import ConfigError, TrainingDiverged, diverged
 from tfrnn.models import build_model
 from tfrnn.plan import plan
+from tfrnn.progress import ProgressLine
 from tfrnn.recurrent import use_kernel
 from tfrnn.rundir import BACKUP_DIR, BEST_WEIGHTS, TRAINED_WEIGHTS, read_history
 
@@ -439,6 +440,12 @@ def fit(
     ]
     if tensorboard is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard)))
+    if verbose not in (0, "0"):  # tfrnn's progress line in the epoch, Keras' line at its end
+        timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+        chars = config.batch_size * config.num_steps
+        terminal = None if verbose in (1, "auto") else False
+        callbacks.append(ProgressLine(chars, splits.steps_per_epoch, timer, terminal))
+        verbose = 2
     first = resumed_epoch(workdir / BACKUP_DIR)
     with noting_interrupts(interrupt):
         model.fit(
