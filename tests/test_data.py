@@ -96,6 +96,35 @@ def test_book_split_is_contiguous_90_5_5_with_a_test_part(corpus):
     assert {s % 100 for s in starts} == {starts[0] % 100}
 
 
+@pytest.mark.parametrize("carry", [True, False])
+def test_epochs_of_epoch_chars_read_the_passes_on_one_after_the_other(corpus, carry):
+    import tensorflow as tf
+
+    passes = make_splits(corpus, "book", num_steps=100, batch_size=64, seed=0, carry_state=carry)
+    per_pass = passes.steps_per_epoch
+    short = make_splits(
+        corpus, "book", num_steps=100, batch_size=64, seed=0, carry_state=carry, epoch_chars=64 * 100 * 7 + 5
+    )
+    assert short.steps_per_epoch == 7  # whole steps of the characters asked for
+    whole = [x.numpy() for x, _ in passes.epochs(0, 2)]
+    assert len(whole) == 2 * per_pass
+    # epochs 0 .. k of 7 steps are the first 7(k+1) steps of the passes, a pass's end
+    # followed by the next one's start (epoch 3 here crosses from pass 0 into pass 1)
+    read = [x.numpy() for x, _ in short.epochs(0, 2 * per_pass // 7)]
+    assert len(read) == 7 * (2 * per_pass // 7)
+    assert all((a == b).all() for a, b in zip(read, whole))
+    resumed = [x.numpy() for x, _ in short.epochs(3, 4)]  # a resumed run: the same epoch 3
+    assert all((a == b).all() for a, b in zip(resumed, whole[21:28]))
+    assert tf.reduce_all(
+        next(iter(short.epochs(0, 1)))[1][:, :-1] == next(iter(short.epochs(0, 1)))[0][:, 1:]
+    )
+    one = make_splits(corpus, "book", num_steps=100, batch_size=64, seed=0, carry_state=carry, epoch_chars=1)
+    more = make_splits(
+        corpus, "book", num_steps=100, batch_size=64, seed=0, carry_state=carry, epoch_chars=10**9
+    )
+    assert (one.steps_per_epoch, more.steps_per_epoch) == (1, per_pass)
+
+
 def test_short_text_is_refused(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("a tiny text")

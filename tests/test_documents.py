@@ -95,3 +95,46 @@ def test_fit_on_a_folder_trains_on_whole_documents_and_says_what_it_skipped(tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert "20 documents" in metrics["data"]["source"]
     assert SEPARATOR in json.loads((out / "vocab.json").read_text())["tokens"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_large_file_read_in_chunks_is_the_corpus_of_the_whole_file(tmp_path, book, monkeypatch, encoding):
+    from tfrnn import bigtext
+
+    # multi-byte characters cut by the chunks' edges, characters training never sees
+    text = book.read_text(encoding="utf-8")[:40000] + " naïve café — ελληνικά ✓" * 30 + "末尾"
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding=encoding)
+    whole = Corpus.load(path, "chars", "book", 50)
+    monkeypatch.setattr(bigtext, "CHUNKED_BYTES", 1000)
+    monkeypatch.setattr(bigtext, "CHUNK_BYTES", 777)
+    chunked = Corpus.load(path, "chars", "book", 50)
+    assert chunked.vocab == whole.vocab and chunked.fingerprint == whole.fingerprint
+    assert (chunked.ids == whole.ids).all() and chunked.unknown == whole.unknown
+    assert chunked.unknown["rest"]["末"] == 1  # the counts are there to compare
+    given = Corpus.load(path, whole.vocab, "book", 50)  # a run's own vocabulary (fine-tuning)
+    assert (given.ids == whole.ids).all()
+
+
+def test_a_large_binary_or_broken_file_is_refused_in_one_line(tmp_path, monkeypatch):
+    from tfrnn import bigtext
+
+    monkeypatch.setattr(bigtext, "CHUNKED_BYTES", 10)
+    monkeypatch.setattr(bigtext, "CHUNK_BYTES", 16)
+    cases = {"bin": b"some text\x00\x01\x02" * 10, "latin": "ok " * 20 + "caf\xe9", "blank": "   \n" * 20}
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("latin-1"))
+        with pytest.raises(DataError) as info:
+            Corpus.load(path, "chars", "book", 5)
+        assert {"bin": "looks binary", "latin": "not UTF-8 text (byte 63)", "blank": "is empty"}[name] in str(
+            info.value
+        )
+
+
+def test_epoch_chars_is_the_book_presets_and_a_positive_count():
+    hw4 = run_cli("fit", "--epoch-chars", 1000, "--epochs", 1)
+    assert hw4.exit_code != 0 and "--epoch-chars needs --preset book" in hw4.output
+    zero = run_cli("fit", "--preset", "book", "--epoch-chars", 0)
+    assert zero.exit_code != 0 and "--epoch-chars must be a positive integer" in zero.output
+    assert "Traceback" not in hw4.output + zero.output

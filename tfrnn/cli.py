@@ -148,6 +148,13 @@ __all__ = ["cli", "fit", "main"]
     f"{', '.join(map(str, WIDTHS[1:]))} units that gets {SIZE_EPOCHS} epochs.  "
     "[default: no limit; book: 14.5]",
 )
+@train_option(
+    "epoch_chars",
+    metavar="N",
+    help="book: an epoch is N training characters (validation, the time budget's check and "
+    "--resume's restart point come after each), the passes over the text read on from epoch "
+    "to epoch; for texts too large for a pass to fit the budget.  [default: one pass]",
+)
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path),
@@ -201,7 +208,7 @@ __all__ = ["cli", "fit", "main"]
     '"Training speed"): measure before using it. The SavedModel serves in float32 either '
     "way.  [default: float32]",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line or per-epoch lines.")
 def fit(
     preset,
     init_from,
@@ -232,6 +239,8 @@ def fit(
       tfrnn fit --preset book --cell lstm --units 256 --embedding 64 --time-budget 5
       tfrnn fit --preset book --init-from saved_models/lstm-2x512-book --data my.txt --epochs 5
       tfrnn fit --preset book --data tfds:tiny_shakespeare   # its own train/validation/test
+      tfrnn fit --preset book --data src/ --data notes.txt    # every text file, one document each
+      tfrnn fit --preset book --data big.txt --epoch-chars 2000000 --time-budget 15
     """
     if init_from is not None:
         import_tensorflow_quietly()  # tfrnn.experiment imports it

@@ -84,13 +84,14 @@ TRAIN_RANGES = {
     "clip": Range(0.0, rule=">= 0 (0 turns clipping off)"),
     "weight_decay": Range(0.0, rule=">= 0"),
     "time_budget": Range(0.0, low_open=True, rule="a positive number of minutes"),
+    "epoch_chars": POSITIVE_INT,
     "min_count": POSITIVE_INT,
     "max_vocab": Range(2, integer=True, rule="an integer >= 2 (<unk> and one character)"),
 }
 
 
 #: Fields whose None means "none" (no embedding, no early stopping, no clipping, no clock).
-OPTIONAL_FIELDS = ("embedding", "patience", "clip", "time_budget")
+OPTIONAL_FIELDS = ("embedding", "patience", "clip", "time_budget", "epoch_chars")
 
 
 def option_name(field: str) -> str:
@@ -196,6 +197,9 @@ class TrainConfig:
     patience: int | None = None
     #: stop after the epoch that brings the training time past this many minutes
     time_budget: float | None = None
+    #: book: an epoch is this many training characters (the passes over a large text read
+    #: on from epoch to epoch), not one pass; None: one pass
+    epoch_chars: int | None = None
     #: a finished run folder whose weights this run starts from (fine-tuning)
     init_from: str | None = None
     #: Keras dtype policy of the model's layers (``PRECISIONS``)
@@ -277,6 +281,8 @@ class TrainConfig:
             raise ConfigError("--weight-drop applies to LSTM layers only (--cell lstm)")
         if self.carry_state and self.preset != "book":
             raise ConfigError("--carry-state needs --preset book (hw4 trains on independent windows)")
+        if self.epoch_chars and self.preset != "book":
+            raise ConfigError("--epoch-chars needs --preset book (hw4's epoch is the study's windows)")
 
     @property
     def name(self) -> str:

@@ -92,7 +92,7 @@ class Corpus:
     def fingerprint(self) -> str:
         """SHA-1 of the text's token ids (and of its parts' bounds, if it has them; and of a
         ``chars`` vocabulary's characters): what a run trained on, whatever the file."""
-        digest = hashlib.sha1(np.ascontiguousarray(self.ids, np.int32).tobytes())
+        digest = hashlib.sha1(memoryview(np.ascontiguousarray(self.ids, np.int32)).cast("B"))
         if self.bounds is not None:
             digest.update(repr(self.bounds).encode())
         if self.vocab.kind != LETTERS:
@@ -130,7 +130,20 @@ class Corpus:
             texts, source, skipped = joined_parts(documents), documents.source, documents.skipped
             separator = SEPARATOR if len(documents.texts) > 1 else ""
         else:
+            from tfrnn.bigtext import is_large, load_chunked
+
             source = Path(source) if source is not None else book_path()
+            large = is_large(source.expanduser())
+            if (vocab.kind if isinstance(vocab, Vocab) else vocab) != LETTERS and large:
+                given = vocab if isinstance(vocab, Vocab) else None
+                ids, given, unknown = load_chunked(
+                    source.expanduser(),
+                    given,
+                    lambda n: train_length(n, preset, num_steps),
+                    min_count,
+                    max_size,
+                )
+                return cls(ids, str(source), given, None, unknown)
             texts = [read_text(source)]
         kind = vocab.kind if isinstance(vocab, Vocab) else vocab
         if kind == LETTERS:
@@ -341,23 +354,64 @@ def _batches(x, y, batch_size: int):
     )
 
 
-def _stream_batches(train_ids, num_steps: int, batch_size: int, n_batches: int, offset):
-    """One epoch of carried-state batches starting at ``offset``.
+def _numpy_take(ids: np.ndarray, width: int):
+    """A function of index rows (int64, ``(rows, width)``) to the tokens at them, read from
+    ``ids`` in place: the training text is never copied into a tensor (a 50 MB text's ids
+    stay one array), each batch gathers only its own windows."""
+    import tensorflow as tf
 
-    The text from ``offset`` on is cut into ``batch_size`` contiguous streams; batch ``i``
-    holds characters ``i*T .. (i+1)*T`` of every stream, so row ``b`` of each batch continues
-    row ``b`` of the one before. Every offset gives the same number of batches.
+    dtype = tf.as_dtype(ids.dtype)
+
+    def take(index):
+        out = tf.numpy_function(lambda i: ids[i], [index], dtype, stateful=False)
+        return tf.ensure_shape(out, [None, width])
+
+    return take
+
+
+def _pass_batches(train: np.ndarray, num_steps: int, batch_size: int, per_pass: int, seed: int, carry: bool):
+    """``batches(p, first, last)``: batches ``first .. last - 1`` of pass ``p`` over the
+    training text (one pass: the epoch of a run without ``epoch_chars``).
+
+    A pass cuts the text from a fresh offset (``_offset``). Carried state: the text is cut
+    into ``batch_size`` contiguous streams; batch ``j`` holds characters ``j*T .. (j+1)*T`` of
+    every stream, so row ``b`` of each batch continues row ``b`` of the one before.
+    Otherwise: non-overlapping windows, shuffled (``_shuffled``), ``batch_size`` a batch.
     """
     import tensorflow as tf
 
-    length = n_batches * num_steps
-    starts = offset + tf.range(batch_size, dtype=tf.int64) * length
-    win = tf.gather(train_ids, starts[:, None] + tf.range(length + 1, dtype=tf.int64)[None, :])
+    take = _numpy_take(train, num_steps + 1)
+    span = tf.range(num_steps + 1, dtype=tf.int64)[None, :]
 
-    def by_batch(part):  # (B, n_batches * T) -> (n_batches, B, T)
-        return tf.transpose(tf.reshape(part, [batch_size, n_batches, num_steps]), [1, 0, 2])
+    def pair(starts):
+        win = take(starts[:, None] + span)
+        return win[:, :-1], win[:, 1:]
 
-    return tf.data.Dataset.from_tensor_slices((by_batch(win[:, :-1]), by_batch(win[:, 1:])))
+    if carry:
+        rows = tf.range(batch_size, dtype=tf.int64) * (per_pass * num_steps)
+
+        def batches(p, first, last):
+            starts = _offset(num_steps, seed, p) + rows
+            return tf.data.Dataset.range(first, last).map(lambda j: pair(starts + j * num_steps))
+
+        return batches
+    n_windows = (len(train) - num_steps) // num_steps
+
+    def batches(p, first, last):
+        starts = _offset(num_steps, seed, p) + _shuffled(n_windows, seed, p) * num_steps
+        return tf.data.Dataset.range(first, last).map(
+            lambda j: pair(starts[j * batch_size : (j + 1) * batch_size])
+        )
+
+    return batches
+
+
+def epoch_steps(per_pass: int, num_steps: int, batch_size: int, epoch_chars: int | None) -> int:
+    """Training steps of an epoch: a pass over the training text, or ``epoch_chars``
+    characters' worth of it (at least one step, at most a pass)."""
+    if not epoch_chars:
+        return per_pass
+    return max(1, min(per_pass, epoch_chars // (batch_size * num_steps)))
 
 
 def make_splits(
@@ -368,13 +422,16 @@ def make_splits(
     seed: int | None,
     eval_batch: int | None = None,
     carry_state: bool = False,
+    epoch_chars: int | None = None,
 ) -> Splits:
     """Build the batched, shuffled (per epoch), prefetched pipelines of ``preset``.
 
     hw4 validation comes in batches of ``eval_batch`` windows (default ``batch_size``; see
     ``eval_batch_size``): perplexity is a mean over all their tokens, so the batching
     changes only the speed. ``carry_state`` (book): training batches continue each other
-    (``_stream_batches``) instead of holding independent shuffled windows.
+    (``_pass_batches``) instead of holding independent shuffled windows. ``epoch_chars``
+    (book): an epoch is that many training characters, the passes over the text read on
+    from epoch to epoch, instead of one pass.
     """
     import tensorflow as tf
 
@@ -397,31 +454,27 @@ def make_splits(
     elif preset == "book":
         parts = corpus.book_parts(num_steps)
         n = len(parts["train"])
-        train_ids = tf.constant(parts["train"])
-        steps = book_steps_per_epoch(n, num_steps, batch_size, carry_state)
-        if carry_state:
-            if steps < 1:
-                raise DataError(
-                    f"text too short for carried-state training: its training part has {n:,} "
-                    f"characters, need at least {batch_size * num_steps + num_steps + 1:,} for "
-                    f"{batch_size} streams of {num_steps} steps (use a smaller --batch-size or "
-                    "--num-steps, or --no-carry-state)"
+        per_pass = book_steps_per_epoch(n, num_steps, batch_size, carry_state)
+        if carry_state and per_pass < 1:
+            raise DataError(
+                f"text too short for carried-state training: its training part has {n:,} "
+                f"characters, need at least {batch_size * num_steps + num_steps + 1:,} for "
+                f"{batch_size} streams of {num_steps} steps (use a smaller --batch-size or "
+                "--num-steps, or --no-carry-state)"
+            )
+        steps = epoch_steps(per_pass, num_steps, batch_size, epoch_chars)
+        batches = _pass_batches(parts["train"], num_steps, batch_size, per_pass, seed, carry_state)
+
+        def epoch_data(epoch):
+            # epoch e is steps e*S .. (e+1)*S - 1 of the passes one after the other (S =
+            # steps, a pass's own when the epoch is one pass)
+            first = tf.cast(epoch, tf.int64) * steps
+            last = first + steps
+            return tf.data.Dataset.range(first // per_pass, (last - 1) // per_pass + 1).flat_map(
+                lambda p: batches(
+                    p, tf.maximum(first - p * per_pass, 0), tf.minimum(last - p * per_pass, per_pass)
                 )
-
-            def epoch_data(epoch):
-                return _stream_batches(
-                    train_ids, num_steps, batch_size, steps, _offset(num_steps, seed, epoch)
-                )
-
-        else:
-            # Non-overlapping windows from a fresh offset, the same number whatever the
-            # offset, shuffled.
-            n_train = (n - num_steps) // num_steps
-
-            def epoch_data(epoch):
-                starts = _offset(num_steps, seed, epoch) + _shuffled(n_train, seed, epoch) * num_steps
-                win = tf.gather(train_ids, starts[:, None] + tf.range(num_steps + 1, dtype=tf.int64)[None, :])
-                return _batches(win[:, :-1], win[:, 1:], batch_size)
+            )
 
         sizes = {name: len(part) for name, part in parts.items()}
         unit = "characters"

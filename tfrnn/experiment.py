@@ -432,6 +432,7 @@ def load_data(config: TrainConfig, data: str | Path | Corpus | None):
         config.seed,
         eval_batch,
         config.carry_state,
+        config.epoch_chars,
     )
 
 

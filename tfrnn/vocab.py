@@ -95,6 +95,19 @@ class Vocab:
         """The ``chars`` vocabulary of a training text given as code points; the characters
         of ``keep`` (a document separator) are held however often they occur."""
         values, counts = np.unique(codes, return_counts=True)
+        return cls.from_counts(values, counts, min_count, max_size, keep)
+
+    @classmethod
+    def from_counts(
+        cls,
+        values: np.ndarray,
+        counts: np.ndarray,
+        min_count: int = MIN_COUNT,
+        max_size: int = MAX_SIZE,
+        keep: str = "",
+    ) -> Vocab:
+        """``build`` from the training text's distinct code points (sorted) and their counts
+        (a text read in chunks, ``tfrnn.bigtext``)."""
         forced = np.array(sorted({ord(c) for c in keep}), values.dtype)
         often = (counts >= min_count) & ~np.isin(values, forced)
         values, counts = values[often], counts[often]

@@ -1,0 +1,113 @@
+"""Large text files read and encoded in chunks: the file is never held whole as bytes, as a
+string or as code points; what grows with its size is the encoded text alone (its int32
+ids), so a 50 MB text trains in about its ids' 200 MB beyond a small one.
+
+The result equals ``Corpus.load``'s of the whole file (the same vocabulary, ids and
+``<unk>`` counts): three passes over the file, one to count its characters (where the
+training part ends), one to count the training part's (the vocabulary), one to encode.
+Used for ``chars`` vocabularies (the study's ``letters`` cleaning joins runs of characters
+across any cut) of files over ``CHUNKED_BYTES``.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tfrnn.errors import DataError
+from tfrnn.vocab import Vocab, code_points
+
+#: Files larger than this are read in chunks (with a chars vocabulary).
+CHUNKED_BYTES = 32 * 2**20
+#: Bytes read at a time.
+CHUNK_BYTES = 8 * 2**20
+#: Code points Unicode has (U+0000 .. U+10FFFF).
+CODE_POINTS = 0x110000
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def is_large(path: Path) -> bool:
+    """Whether ``path`` is a file large enough to be read in chunks."""
+    try:
+        return path.is_file() and path.stat().st_size > CHUNKED_BYTES
+    except OSError:
+        return False
+
+
+def chunks(path: Path, what: str = "data file") -> Iterator[np.ndarray]:
+    """The file's text as code points, a chunk at a time, with ``read_text``'s checks: a
+    byte-order mark chooses UTF-16/32, else UTF-8; binary, undecodable and empty (or
+    whitespace-only) files are refused in one line."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    with handle:
+        head = handle.read(4)
+        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+        label = {"utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+        handle.seek(0)
+        done, printable = 0, False
+        while True:
+            raw = handle.read(CHUNK_BYTES)
+            pending = len(decoder.getstate()[0])  # bytes of a character the last chunk cut
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                at = done - pending + exc.start
+                raise DataError(f"{what} is not {label} text (byte {at}): {path}") from None
+            if "\x00" in text:
+                raise DataError(
+                    f"{what} looks binary, not text (UTF-16 or UTF-32 text needs a byte-order mark): {path}"
+                )
+            printable = printable or bool(text.strip())
+            done += len(raw)
+            if text:
+                yield code_points(text)
+            if not raw:
+                break
+        if not printable:
+            raise DataError(f"{what} is empty: {path}")
+
+
+def load_chunked(path: Path, vocab: Vocab | None, end_of_training, min_count: int, max_size: int):
+    """The file's ids (int32), its ``chars`` vocabulary (``vocab``, or built from the
+    training part: the first ``end_of_training(n)`` of its ``n`` characters) and the
+    characters read as ``<unk>`` in the training part and the rest."""
+    total = sum(len(c) for c in chunks(path))
+    end = end_of_training(total)
+    if vocab is None:
+        counts = np.zeros(CODE_POINTS, np.int64)
+        pos = 0
+        for codes in chunks(path):
+            if pos >= end:
+                break
+            counts += np.bincount(codes[: end - pos], minlength=CODE_POINTS)
+            pos += len(codes)
+        values = np.flatnonzero(counts)
+        vocab = Vocab.from_counts(values.astype(np.uint32), counts[values], min_count, max_size)
+        del counts
+    ids = np.empty(total, np.int32)
+    unknown = {"train": Counter(), "rest": Counter()}
+    pos = 0
+    for codes in chunks(path):
+        part = ids[pos : pos + len(codes)]
+        part[:] = vocab.encode_codes(codes)
+        for name, span in (("train", slice(0, max(0, end - pos))), ("rest", slice(max(0, end - pos), None))):
+            missing = codes[span][part[span] == vocab.unk]
+            if len(missing):
+                values, counts = np.unique(missing, return_counts=True)
+                unknown[name].update({chr(int(v)): int(n) for v, n in zip(values, counts)})
+        pos += len(codes)
+    return ids, vocab, unknown
