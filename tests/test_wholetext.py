@@ -331,6 +331,25 @@ def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_
     assert started_with(short, small.to_dict()) == short
 
 
+def test_a_budget_that_buys_few_passes_cuts_them_into_epochs_and_a_resume_keeps_them(monkeypatch):
+    from tfrnn import recipe
+    from tfrnn.config import TrainConfig
+
+    config = dataclasses.replace(TrainConfig.resolve("book"), time_budget=15)
+    # a large text on a machine where 15 minutes buy 2.5 passes over it: epochs of a
+    # quarter pass, whole steps of 64 x 100 characters
+    monkeypatch.setattr(recipe, "budget_epochs", lambda c, v, s: 2.5)
+    chosen, line = recipe.epoch_for_budget(config, 69, 7000, 45_000_000)
+    assert chosen.epoch_chars == 11_250_000 // 6400 * 6400 and "about 2.5 passes" in line
+    assert chosen == dataclasses.replace(config, epoch_chars=chosen.epoch_chars)  # nothing else
+    monkeypatch.setattr(recipe, "budget_epochs", lambda c, v, s: recipe.BUDGET_EPOCHS)
+    assert recipe.epoch_for_budget(config, 69, 25, 160_000) == (config, None)  # enough passes
+    given = dataclasses.replace(config, epoch_chars=1000)
+    monkeypatch.setattr(recipe, "budget_epochs", lambda c, v, s: 0.1)
+    assert recipe.epoch_for_budget(given, 69, 25, 160_000) == (given, None)  # --epoch-chars wins
+    assert recipe.started_with(config, chosen.to_dict()).epoch_chars == chosen.epoch_chars
+
+
 def test_a_short_budget_narrows_the_model_to_the_widest_that_gets_enough_epochs(monkeypatch):
     from tfrnn import recipe
     from tfrnn.config import TrainConfig

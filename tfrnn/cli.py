@@ -287,12 +287,13 @@ def _fitted_to_budget(config: TrainConfig, given: set, data, out: Path | None, r
     """The book preset's recipe follows its time budget (``tfrnn.recipe``) unless the user
     chose it (``given`` names the options given); the config and the data to train on (the
     text already read, when the estimate read it)."""
-    if config.preset != "book" or not config.time_budget or set(SHORT) & given:
+    recipe, choose_epoch = not set(SHORT) & given, "epoch_chars" not in given
+    if config.preset != "book" or not config.time_budget or not (recipe or choose_epoch):
         return config, data
     import_tensorflow_quietly()  # the estimate times TensorFlow's matrix product
     from tfrnn.experiment import fit_to_budget
 
-    return fit_to_budget(config, data, out, resume, "units" not in given, click.echo)
+    return fit_to_budget(config, data, out, resume, "units" not in given, click.echo, recipe, choose_epoch)
 
 
 def main() -> None:

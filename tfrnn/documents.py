@@ -111,7 +111,7 @@ def read_documents(source) -> Documents:
         raise DataError(f"no text files (UTF-8, not empty) under {where}")
     label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
     if len(texts) > 1 or any(p.is_dir() for p in paths):
-        label += f", {len(texts):,} documents"
+        label += f", {len(texts):,} document{'s' if len(texts) > 1 else ''}"
     return Documents(tuple(names), tuple(texts), skipped, label)
 
 

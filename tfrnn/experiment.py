@@ -14,6 +14,7 @@ from tfrnn.data import Corpus, book_steps_per_epoch, eval_batch_size, make_split
 from tfrnn.documents import skipped_line
 from tfrnn.errors import ConfigError, TfrnnError, TrainingDiverged, one_line
 from tfrnn.generate import study_continuations
+from tfrnn.measure import peak_rss_or_none
 from tfrnn.memory import check_fits
 from tfrnn.models import parameter_counts
 from tfrnn.plots import plot_curves
@@ -200,6 +201,7 @@ def evaluate_stage(run: Run, strategy=None, log=print) -> None:
     extra["continuations"] = study_continuations(model, corpus.vocab)
     if strategy is not None:
         extra["strategy"] = {"name": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    extra["peak_rss_mib"] = peak_rss_or_none()  # training and evaluation, this process
     metrics = summarize(run.config, run.history, parameter_counts(model), extra)
     metrics.update(extra)  # the one-stream best validation figure replaces the per-epoch one
     run.metrics = {**metrics, **bits_per_character(metrics)}
@@ -354,14 +356,22 @@ def load_corpus(config: TrainConfig, data: str | Path | Corpus | None) -> Corpus
 
 
 def fit_to_budget(
-    config: TrainConfig, data, out: Path | None, resume: bool, choose_size: bool, log=print
+    config: TrainConfig,
+    data,
+    out: Path | None,
+    resume: bool,
+    choose_size: bool,
+    log=print,
+    recipe: bool = True,
+    choose_epoch: bool = True,
 ) -> tuple[TrainConfig, str | Path | Corpus | None]:
-    """A book-preset run's configuration with the recipe its time budget calls for
-    (``tfrnn.recipe``; ``choose_size``: its width too), and ``data`` to train on: the
-    ``Corpus`` read for the estimate, so that it is not read again. Resuming an interrupted
-    run (in ``out``, or in the default folder of any width the budget may choose), it is
-    what that run's start chose, and ``data`` as it was."""
-    from tfrnn.recipe import WIDTHS, for_budget, started_with
+    """A book-preset run's configuration with what its time budget calls for (``tfrnn.recipe``):
+    ``recipe``: the short budget's recipe (``choose_size``: its width too); ``choose_epoch``:
+    epochs shorter than a pass where the budget buys few passes. And ``data`` to train on:
+    the ``Corpus`` read for the estimate, so that it is not read again. Resuming an
+    interrupted run (in ``out``, or in the default folder of any width the budget may
+    choose), it is what that run's start chose, and ``data`` as it was."""
+    from tfrnn.recipe import WIDTHS, epoch_for_budget, for_budget, started_with
     from tfrnn.rundir import DEFAULT_ROOT
 
     if resume:
@@ -378,8 +388,14 @@ def fit_to_budget(
     corpus = load_corpus(config, data)
     n = len(corpus.book_parts(config.num_steps)["train"])
     steps = book_steps_per_epoch(n, config.num_steps, config.batch_size, config.carry_state)
-    config, line = for_budget(config, len(corpus.vocab), steps, choose_size)
-    if line:
+    lines = []
+    if recipe:
+        config, line = for_budget(config, len(corpus.vocab), steps, choose_size)
+        lines.append(line)
+    if choose_epoch:
+        config, line = epoch_for_budget(config, len(corpus.vocab), steps, n)
+        lines.append(line)
+    for line in filter(None, lines):
         log(line)
     return config, corpus
 
@@ -529,5 +545,11 @@ def result_lines(m: dict, final: Path) -> list[str]:
         f"({m['median_epoch_seconds']:.2f} s/epoch{stopped}); parameters {p['total']:,} "
         f"(recurrent: {p['recurrent_keras']:,} Keras, {p['recurrent_study']:,} study convention)",
     ]
+    data, peak = m.get("data", {}), m.get("peak_rss_mib")
+    if peak and data.get("characters"):
+        lines.append(
+            f"peak memory {peak:,.0f} MiB, for a text of {data['characters']:,} characters "
+            f"({4 * data['characters'] / 2**20:,.0f} MiB as ids)"
+        )
     lines += [f"  {prompt!r} -> {text!r}" for prompt, text in m["continuations"].items()]
     return [*lines, f"saved {final}"]

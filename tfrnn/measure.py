@@ -38,6 +38,23 @@ def peak_rss_mib() -> float:
     return rss_mib()[1]
 
 
+def peak_rss_or_none() -> float | None:
+    """``peak_rss_mib`` where /proc says it (Linux), else ``getrusage``'s (macOS counts
+    bytes, other systems KiB), else None: never an error on a system nobody tried."""
+    try:
+        return peak_rss_mib()
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError, ValueError):
+        return None
+
+
 def read_json_line(stdout: str) -> dict:
     """The JSON object a child process printed on a line of its own (its result)."""
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("{")))

@@ -58,8 +58,11 @@ SHORT = {"dropout": 0.2, "schedule": "plateau", "lr": 0.005}
 #: budget buys at least ``SIZE_EPOCHS`` epochs, else the narrowest.
 WIDTHS = (512, 256, 128)
 SIZE_EPOCHS = 20
+#: A budget estimated to buy fewer passes over the training text than this is cut into
+#: about this many epochs (``--epoch-chars``), each validated and a point to resume from.
+BUDGET_EPOCHS = 10
 #: What the budget chooses: a resumed run keeps its start's.
-CHOSEN = ("units", *SHORT)
+CHOSEN = ("units", *SHORT, "epoch_chars")
 
 
 def step_flops(config: TrainConfig, vocab_size: int) -> float:
@@ -122,6 +125,28 @@ def for_budget(
         if chosen.units != config.units:
             said += f", {chosen.units} units a layer (about {_about(epochs)} epochs)"
     return chosen, said + "; pass --units, --dropout, --lr or --schedule to choose yourself"
+
+
+def epoch_for_budget(
+    config: TrainConfig, vocab_size: int, steps_per_pass: int, train_chars: int
+) -> tuple[TrainConfig, str | None]:
+    """``config`` with epochs of ``--epoch-chars`` characters when its time budget buys
+    fewer than ``BUDGET_EPOCHS`` passes over the ``train_chars`` of the training part (a
+    large text), and a line saying so; else ``config`` as it is and None."""
+    if config.epoch_chars:
+        return config, None
+    passes = budget_epochs(config, vocab_size, steps_per_pass)
+    if passes >= BUDGET_EPOCHS:
+        return config, None
+    step = config.batch_size * config.num_steps
+    chars = max(step, int(train_chars * passes / BUDGET_EPOCHS) // step * step)
+    line = (
+        f"epochs: {config.time_budget:g} minutes buy {config.name} about {_about(passes)} passes over "
+        f"the {train_chars:,}-character training part here: an epoch is {chars:,} characters "
+        f"(about {BUDGET_EPOCHS} epochs, each validated and a point to resume from); "
+        "pass --epoch-chars to choose"
+    )
+    return dataclasses.replace(config, epoch_chars=chars), line
 
 
 def _about(epochs: float) -> str:
