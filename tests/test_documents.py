@@ -95,6 +95,9 @@ def test_fit_on_a_folder_trains_on_whole_documents_and_says_what_it_skipped(tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert "20 documents" in metrics["data"]["source"]
     assert SEPARATOR in json.loads((out / "vocab.json").read_text())["tokens"]
+    # the process's peak memory, beside the text's size (what a user of a large text watches)
+    assert metrics["peak_rss_mib"] > 0
+    assert f"peak memory {metrics['peak_rss_mib']:,.0f} MiB, for a text of" in result.output
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])

@@ -331,6 +331,28 @@ def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_
     assert started_with(short, small.to_dict()) == short
 
 
+@pytest.mark.parametrize(
+    "train_chars, passes, width",
+    [
+        # the estimate's passes per width in 3 minutes on a 2-core EPYC, and the width whose
+        # test bits per character were best there (tfrnn.recipe's docstring)
+        (161_081, {512: 9.65, 256: 36.1, 128: 115}, 256),  # the book
+        (1_378_361, {512: 1.24, 256: 4.45, 128: 13.2}, 256),  # Vim's manuals
+        (11_323_136, {512: 0.14, 256: 0.54, 128: 1.68}, 128),  # Python's standard library
+    ],
+)
+def test_a_larger_text_asks_fewer_passes_of_a_width(monkeypatch, train_chars, passes, width):
+    from tfrnn import recipe
+    from tfrnn.config import TrainConfig
+
+    config = dataclasses.replace(TrainConfig.resolve("book"), time_budget=3)
+    monkeypatch.setattr(recipe, "budget_epochs", lambda c, v, s: passes[c.units])
+    chosen, line = recipe.for_budget(config, 100, 25, choose_size=True, train_chars=train_chars)
+    assert chosen.units == width, line
+    assert recipe.size_epochs(161_081) == recipe.SIZE_EPOCHS == recipe.size_epochs()  # the book's rule
+    assert recipe.size_epochs(16 * 161_081) == pytest.approx(recipe.SIZE_EPOCHS / 8)
+
+
 def test_a_budget_that_buys_few_passes_cuts_them_into_epochs_and_a_resume_keeps_them(monkeypatch):
     from tfrnn import recipe
     from tfrnn.config import TrainConfig

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrnn.errors import DataError
+from tfrnn.texts import BOMS
 from tfrnn.vocab import Vocab, code_points
 
 #: Files larger than this are read in chunks (with a chars vocabulary).
@@ -28,13 +29,6 @@ CHUNKED_BYTES = 32 * 2**20
 CHUNK_BYTES = 2**18
 #: Code points Unicode has (U+0000 .. U+10FFFF).
 CODE_POINTS = 0x110000
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 
 
 def is_large(path: Path) -> bool:
@@ -55,7 +49,7 @@ def chunks(path: Path, what: str = "data file") -> Iterator[np.ndarray]:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     with handle:
         head = handle.read(4)
-        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+        encoding = next((enc for bom, enc in BOMS if head.startswith(bom)), "utf-8")
         label = {"utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
         decoder = codecs.getincrementaldecoder(encoding)("strict")
         handle.seek(0)

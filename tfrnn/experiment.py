@@ -390,7 +390,7 @@ def fit_to_budget(
     steps = book_steps_per_epoch(n, config.num_steps, config.batch_size, config.carry_state)
     lines = []
     if recipe:
-        config, line = for_budget(config, len(corpus.vocab), steps, choose_size)
+        config, line = for_budget(config, len(corpus.vocab), steps, choose_size, n)
         lines.append(line)
     if choose_epoch:
         config, line = epoch_for_budget(config, len(corpus.vocab), steps, n)

@@ -35,6 +35,18 @@ gives ``SIZE_EPOCHS`` epochs (its estimates there: 2 x 256 13.4 epochs in 3 minu
 in 7; 2 x 128 42.9 in 3: 20 lies between the widths that lost and won). A longer budget
 keeps the preset's recipe.
 
+On a larger text a wider model pays with fewer passes (nothing repeats enough to
+overfit): the passes asked fall as ``(book / n) ** 0.75`` with the training part's n
+characters (``size_epochs``), 20 at the book's size, so the book's choices are unchanged.
+Fitted on 3-minute runs of three texts (AMD EPYC Zen 4, 2 cores; `python tools/bench_recipe.py
+--budgets 3`, test bits per character, the estimate's passes in brackets): the book
+(161,081 training characters) 2 x 128 2.551 (115, capped at 60 epochs), **2 x 256 2.096**
+(36), 2 x 512 2.114 (9.7); Vim's manuals (1.4 M) 2 x 128 2.097 (13), **2 x 256 2.022** (4.5),
+2 x 512 2.078 (1.2); Python's standard library source (11.3 M) **2 x 128 2.023** (1.7),
+2 x 256 2.116 (0.54), 2 x 512 3.603 (0.14). The powers that choose every winner lie in
+0.70-0.85 (20 passes needed of 2 x 256 on the book, 4.0 on the manuals, 0.82 on the
+source); 15 and 60 minutes are still to be measured.
+
 The estimate is made on this machine, for this model and text: the training step's
 arithmetic (three times the forward pass's matrix products) over the rate TensorFlow's
 matrix product reaches here at the model's input-projection shape, so a fast CPU gets the
@@ -58,6 +70,11 @@ SHORT = {"dropout": 0.2, "schedule": "plateau", "lr": 0.005}
 #: budget buys at least ``SIZE_EPOCHS`` epochs, else the narrowest.
 WIDTHS = (512, 256, 128)
 SIZE_EPOCHS = 20
+#: ... on a text of the book's training size (characters); a text of n characters asks
+#: ``SIZE_EPOCHS * (SIZE_TEXT / n) ** SIZE_POWER`` passes (``size_epochs``): on a larger text
+#: a wider model pays with fewer passes, as nothing repeats enough to overfit.
+SIZE_TEXT = 161_081
+SIZE_POWER = 0.75
 #: A budget estimated to buy fewer passes over the training text than this is cut into
 #: about this many epochs (``--epoch-chars``), each validated and a point to resume from.
 BUDGET_EPOCHS = 10
@@ -101,12 +118,22 @@ def budget_epochs(config: TrainConfig, vocab_size: int, steps_per_epoch: int) ->
     return 60.0 * config.time_budget / seconds
 
 
+def size_epochs(train_chars: int | None = None) -> float:
+    """The passes over a training text of ``train_chars`` characters (None: the book's) that a
+    width must get for a short budget to choose it."""
+    return SIZE_EPOCHS * (SIZE_TEXT / (train_chars or SIZE_TEXT)) ** SIZE_POWER
+
+
 def for_budget(
-    config: TrainConfig, vocab_size: int, steps_per_epoch: int, choose_size: bool = False
+    config: TrainConfig,
+    vocab_size: int,
+    steps_per_epoch: int,
+    choose_size: bool = False,
+    train_chars: int | None = None,
 ) -> tuple[TrainConfig, str | None]:
     """``config`` with the recipe its time budget calls for, and a line saying what was
     chosen (None when nothing changes). ``choose_size``: a short budget may also narrow the
-    model (to the widest of ``WIDTHS`` that gets ``SIZE_EPOCHS`` epochs)."""
+    model (to the widest of ``WIDTHS`` that gets ``size_epochs(train_chars)`` passes)."""
     epochs = budget_epochs(config, vocab_size, steps_per_epoch)
     if epochs >= SHORT_EPOCHS:
         return config, None
@@ -117,13 +144,17 @@ def for_budget(
         "(no warm-up, halved when the validation stops improving)"
     )
     if choose_size:
+        enough = size_epochs(train_chars)
         for width in (w for w in WIDTHS if w < config.units):
-            if epochs >= SIZE_EPOCHS:
+            if epochs >= enough:
                 break
             chosen = dataclasses.replace(chosen, units=width)
             epochs = budget_epochs(chosen, vocab_size, steps_per_epoch)
         if chosen.units != config.units:
-            said += f", {chosen.units} units a layer (about {_about(epochs)} epochs)"
+            said += (
+                f", {chosen.units} units a layer (about {_about(epochs)} epochs; a width is chosen "
+                f"where it gets {_about(enough)} on this text)"
+            )
     return chosen, said + "; pass --units, --dropout, --lr or --schedule to choose yourself"
 
 

@@ -78,7 +78,7 @@ def read_text(path: str | os.PathLike, what: str = "data file") -> str:
 
 
 #: Byte-order marks and their encodings, the longer first (UTF-32 LE starts like UTF-16 LE).
-_BOMS = (
+BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -90,7 +90,7 @@ _BOMS = (
 def decode_text(raw: bytes, what: str = "text", path: object = "") -> str:
     """Decode a text file's bytes: UTF-8, or UTF-8/16/32 with a byte-order mark (the mark
     itself is not part of the text); refuse empty, binary and undecodable bytes in one line."""
-    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    encoding = next((enc for bom, enc in BOMS if raw.startswith(bom)), None)
     if encoding is None:
         if not raw.strip():
             raise DataError(f"{what} is empty: {path}")
