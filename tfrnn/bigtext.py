@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrnn.errors import DataError
-from tfrnn.texts import BOMS
+from tfrnn.texts import bom_encoding, encoding_label
 from tfrnn.vocab import Vocab, code_points
 
 #: Files larger than this are read in chunks (with a chars vocabulary).
@@ -49,8 +49,7 @@ def chunks(path: Path, what: str = "data file") -> Iterator[np.ndarray]:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     with handle:
         head = handle.read(4)
-        encoding = next((enc for bom, enc in BOMS if head.startswith(bom)), "utf-8")
-        label = {"utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
+        encoding = bom_encoding(head) or "utf-8"
         decoder = codecs.getincrementaldecoder(encoding)("strict")
         handle.seek(0)
         done, printable = 0, False
@@ -61,7 +60,9 @@ def chunks(path: Path, what: str = "data file") -> Iterator[np.ndarray]:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as exc:
                 at = done - pending + exc.start
-                raise DataError(f"{what} is not {label} text (byte {at}): {path}") from None
+                raise DataError(
+                    f"{what} is not {encoding_label(encoding)} text (byte {at}): {path}"
+                ) from None
             if "\x00" in text:
                 raise DataError(
                     f"{what} looks binary, not text (UTF-16 or UTF-32 text needs a byte-order mark): {path}"

@@ -81,7 +81,7 @@ DATA_HELP = (
 
 
 def _one_or_several(ctx, param, values):
-    """``--data`` given once is that value, several times a tuple of them, never None."""
+    """``--data`` given once is that value, several times a tuple of them; not given, None."""
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)

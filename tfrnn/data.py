@@ -120,6 +120,7 @@ class Corpus:
         from tfrnn.documents import SEPARATOR, is_documents, joined_parts, read_documents
         from tfrnn.tfds_source import is_tfds
 
+        kind = vocab.kind if isinstance(vocab, Vocab) else vocab
         separator, skipped = "", {}
         if is_tfds(source):
             from tfrnn.tfds_source import load_texts
@@ -133,11 +134,11 @@ class Corpus:
             from tfrnn.bigtext import is_large, load_chunked
 
             source = Path(source) if source is not None else book_path()
-            large = is_large(source.expanduser())
-            if (vocab.kind if isinstance(vocab, Vocab) else vocab) != LETTERS and large:
+            path = source.expanduser()
+            if kind != LETTERS and is_large(path):
                 given = vocab if isinstance(vocab, Vocab) else None
                 ids, given, unknown = load_chunked(
-                    source.expanduser(),
+                    path,
                     given,
                     lambda n: train_length(n, preset, num_steps),
                     min_count,
@@ -145,7 +146,6 @@ class Corpus:
                 )
                 return cls(ids, str(source), given, None, unknown)
             texts = [read_text(source)]
-        kind = vocab.kind if isinstance(vocab, Vocab) else vocab
         if kind == LETTERS:
             given = vocab if isinstance(vocab, Vocab) else Vocab()
             parts = [given.encode(text) for text in texts]

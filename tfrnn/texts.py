@@ -78,7 +78,7 @@ def read_text(path: str | os.PathLike, what: str = "data file") -> str:
 
 
 #: Byte-order marks and their encodings, the longer first (UTF-32 LE starts like UTF-16 LE).
-BOMS = (
+_BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -87,10 +87,20 @@ BOMS = (
 )
 
 
+def bom_encoding(head: bytes) -> str | None:
+    """The encoding the byte-order mark ``head`` starts with names, or None (no mark)."""
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), None)
+
+
+def encoding_label(encoding: str) -> str:
+    """How messages name an encoding: UTF-8 (with or without its mark), UTF-16, UTF-32."""
+    return {"utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
+
+
 def decode_text(raw: bytes, what: str = "text", path: object = "") -> str:
     """Decode a text file's bytes: UTF-8, or UTF-8/16/32 with a byte-order mark (the mark
     itself is not part of the text); refuse empty, binary and undecodable bytes in one line."""
-    encoding = next((enc for bom, enc in BOMS if raw.startswith(bom)), None)
+    encoding = bom_encoding(raw)
     if encoding is None:
         if not raw.strip():
             raise DataError(f"{what} is empty: {path}")
@@ -99,11 +109,10 @@ def decode_text(raw: bytes, what: str = "text", path: object = "") -> str:
                 f"{what} looks binary, not text (UTF-16 or UTF-32 text needs a byte-order mark): {path}"
             )
         encoding = "utf-8"
-    label = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}.get(encoding, "UTF-8")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{what} is not {label} text (byte {exc.start}): {path}") from None
+        raise DataError(f"{what} is not {encoding_label(encoding)} text (byte {exc.start}): {path}") from None
     if not text.strip():
         raise DataError(f"{what} is empty: {path}")
     if "\x00" in text:
