@@ -90,9 +90,9 @@ def main() -> None:
                 results.append(result)
                 rows += table(result)
                 print("\n".join([*header, *rows]), flush=True)
+                if a.json:  # after each text and budget: a long sweep cut short keeps what it ran
+                    Path(a.json).write_text(json.dumps(results, indent=1))
     print(json.dumps(results))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
