@@ -77,6 +77,7 @@ def run_tfrnn(model: str, budget, extra: list[str], vocab: str, out: Path, seed:
         "params": m["parameters"]["total"],
         "recipe": {k: m["config"][k] for k in ("dropout", "schedule", "lr")},  # tfrnn.recipe's choice
         "model": f"{m['config']['cell']}-{m['config']['layers']}x{m['config']['units']}",
+        "epoch_chars": m["config"].get("epoch_chars"),
         "peak_rss_mib": read_peak(proc.stdout),
     }
 
@@ -109,9 +110,11 @@ def score_tfrnn(runs: list[Path], dynamic: bool) -> dict:
     return out
 
 
-def run_peer(python, cell, units, layers, dropout, budget, data, vocab: str = "chars") -> dict:
+def run_peer(
+    python, cell, units, layers, dropout, budget, data, vocab: str = "chars", epoch_chars: int | None = None
+) -> dict:
     args = [python, "-c", CHILD_PRELUDE + TORCH_CHILD, str(PEER), "--cell", cell, "--units", str(units)]
-    args += ["--vocab", vocab]
+    args += ["--vocab", vocab] + (["--epoch-chars", str(epoch_chars)] if epoch_chars else [])
     args += ["--layers", str(layers), "--dropout", str(dropout), "--budget-min", str(budget), "--data", data]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
     return {**read_json_line(proc.stdout), "peak_rss_mib": read_peak(proc.stdout)}

@@ -8,7 +8,7 @@ For each text and budget it runs `tfrnn fit --preset book --time-budget B` as a 
 the same with `--units W` for each hand-picked width (the recipe's other choices as the
 budget gives them for that width; a width the recipe chose is not run twice), and, with
 --torch-python, tools/torch_book_peer.py on the recipe's model (flat Adam 3e-3, the recipe's
-dropout, the same budget and split). Runs are one at a time, each in a fresh process. It
+dropout, the same budget, split and epoch length). Runs are one at a time, each in a fresh process. It
 prints a table per text and budget: the recipe's choice and its test bits per character,
 each width's, the best of them and the recipe's distance to it (the issue's bar: within
 2%), and the peer's; then JSON. The CPU is named in the output.
@@ -44,7 +44,9 @@ def one_budget(text: Path, budget: float, widths: list[int], torch_python, work:
     out = {"text": str(text), "budget_min": budget, "runs": runs}
     if torch_python:
         dropout = auto["recipe"]["dropout"]
-        out["peer"] = run_peer(torch_python, "lstm", chosen, 2, dropout, budget, str(text))
+        # the peer's epochs as long as the recipe's, so it checks its budget as often
+        epoch = auto.get("epoch_chars")
+        out["peer"] = run_peer(torch_python, "lstm", chosen, 2, dropout, budget, str(text), epoch_chars=epoch)
     return out
 
 

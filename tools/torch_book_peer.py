@@ -9,7 +9,9 @@ recurrent outputs (and between layers), independent windows of 100 characters fr
 random offset each epoch, batches of 64, Adam 3e-3, gradient norm clipped at 1, and
 validation and test parts each read as one sequence, the state carried. Added: a
 wall-clock budget (stop after the epoch that crosses it), per-epoch seconds, and one line
-of JSON at the end.
+of JSON at the end, and ``--epoch-chars`` (tfrnn fit's: an epoch of that many training
+characters, the shuffled passes read on from epoch to epoch), so that on a large text the
+budget is checked, and the model validated, more often than once a pass.
 
     python tools/torch_book_peer.py --cell lstm --units 512 --layers 2 --dropout 0.5 \\
         --budget-min 15 --data timemachine.txt
@@ -18,6 +20,7 @@ of JSON at the end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
@@ -38,6 +41,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1000, help="at most this many epochs")
     ap.add_argument("--budget-min", type=float, default=None, help="stop after the epoch that crosses it")
     ap.add_argument("--data", required=True, help="the text file")
+    ap.add_argument("--epoch-chars", type=int, default=None, help="an epoch of this many training characters")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab", choices=("letters", "chars"), default="chars")
     ap.add_argument("--min-count", type=int, default=2)
@@ -98,14 +102,22 @@ def main() -> None:
 
     budget = 60 * a.budget_min if a.budget_min else math.inf
     best, best_epoch, best_test, seconds = math.inf, 0, math.nan, []
-    for epoch in range(a.epochs):
-        t0 = time.perf_counter()
-        model.train()
+
+    def one_pass():
+        """The window starts of one pass, in batches: a random offset, shuffled."""
         offset = np.random.randint(steps)
         starts = np.arange(offset, len(train) - steps - 1, steps)
         np.random.shuffle(starts)
         for i in range(0, len(starts), batch):
-            s = starts[i : i + batch]
+            yield starts[i : i + batch]
+
+    passes = itertools.chain.from_iterable(map(lambda _: one_pass(), itertools.count()))
+    per_pass = math.ceil((len(train) - steps - 1) / steps / batch)
+    epoch_batches = max(1, min(per_pass, a.epoch_chars // (batch * steps))) if a.epoch_chars else None
+    for epoch in range(a.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for s in itertools.islice(passes, epoch_batches) if epoch_batches else one_pass():
             x = torch.tensor(np.stack([train[j : j + steps] for j in s]))
             y = torch.tensor(np.stack([train[j + 1 : j + steps + 1] for j in s]))
             o, _ = model(x)
