@@ -45,7 +45,11 @@ Fitted on 3-minute runs of three texts (AMD EPYC Zen 4, 2 cores; `python tools/b
 2 x 512 2.078 (1.2); Python's standard library source (11.3 M) **2 x 128 2.023** (1.7),
 2 x 256 2.116 (0.54), 2 x 512 3.603 (0.14). The powers that choose every winner lie in
 0.70-0.85 (20 passes needed of 2 x 256 on the book, 4.0 on the manuals, 0.82 on the
-source); 15 and 60 minutes are still to be measured.
+source). At 15 minutes (the same machine, `--budgets 15`) the recipe's choice was the best
+measured on each text: the book 2 x 512 (the long recipe) 2.081 against 2 x 256 2.153 and 2 x
+128 2.493 (both at the 60-epoch cap); the manuals 2 x 512 (6.2 passes) 1.889 against 1.907 and
+2.153; the source 2 x 256 (2.7) 1.757 against 2 x 128's 1.835 (2 x 512 not run). 60 minutes is
+still to be measured.
 
 The estimate is made on this machine, for this model and text: the training step's
 arithmetic (three times the forward pass's matrix products) over the rate TensorFlow's
