@@ -111,13 +111,19 @@ def main() -> None:
         for i in range(0, len(starts), batch):
             yield starts[i : i + batch]
 
-    passes = itertools.chain.from_iterable(map(lambda _: one_pass(), itertools.count()))
+    def passes():
+        """One pass after another, without end (the batches of --epoch-chars epochs)."""
+        while True:
+            yield from one_pass()
+
+    stream = passes()
+    # tfrnn.data.epoch_steps' rule (this script imports only torch and numpy)
     per_pass = math.ceil((len(train) - steps - 1) / steps / batch)
     epoch_batches = max(1, min(per_pass, a.epoch_chars // (batch * steps))) if a.epoch_chars else None
     for epoch in range(a.epochs):
         t0 = time.perf_counter()
         model.train()
-        for s in itertools.islice(passes, epoch_batches) if epoch_batches else one_pass():
+        for s in itertools.islice(stream, epoch_batches) if epoch_batches else one_pass():
             x = torch.tensor(np.stack([train[j : j + steps] for j in s]))
             y = torch.tensor(np.stack([train[j + 1 : j + steps + 1] for j in s]))
             o, _ = model(x)
