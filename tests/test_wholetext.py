@@ -228,10 +228,28 @@ def test_cosine_schedule_follows_the_epochs_or_the_time_budget(tmp_path):
     assert 1 < len(rows) < 50  # stopped by the clock
     lr = [r["learning_rate"] for r in rows]
     spent = np.cumsum([r["epoch_seconds"] for r in rows])
-    # each epoch's rate is the cosine at the share of the budget spent by its middle
+    # each epoch's rate is the cosine at the share of the budget spent by its middle (or of
+    # the 50 epochs, where that is larger)
     for i in range(1, len(rows)):
-        share = (spent[i - 1] + rows[i - 1]["epoch_seconds"] / 2) / 9.0
+        share = max((spent[i - 1] + rows[i - 1]["epoch_seconds"] / 2) / 9.0, (i + 0.5) / 50)
         assert lr[i] == pytest.approx(1.5e-3 * (1 + math.cos(math.pi * min(share, 1))), rel=1e-4, abs=1e-9)
+    # a budget far longer than the epochs take: the rate decays over the epochs instead, so
+    # the last epoch does not end at the peak rate with the budget barely begun
+    capped = run_cli(
+        "fit",
+        *SMALL_BOOK,
+        "--epochs",
+        3,
+        "--time-budget",
+        60,
+        "--schedule",
+        "cosine",
+        "--out",
+        tmp_path / "capped",
+    )
+    assert capped.exit_code == 0, capped.output
+    lr = [r["learning_rate"] for r in read_csv(tmp_path / "capped" / "history.csv")]
+    assert lr == pytest.approx([1.5e-3 * (1 + math.cos(math.pi * (i + 0.5) / 3)) for i in range(3)], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -55,19 +55,26 @@ class EpochTimer(keras.callbacks.Callback):
 
     ``spent`` seconds of an interrupted run's earlier epochs count toward the budget. Each
     epoch's learning rate is the one at the middle of the epoch, estimated from the last
-    epoch's length.
+    epoch's length. ``epochs``: the run's epoch cap; where the cap ends the run before the
+    budget does (a long budget on a small text), the share of the epochs run drives the
+    schedule instead, so the rate still decays to zero by the run's last epoch.
     """
 
-    def __init__(self, budget_minutes: float | None = None, spent: float = 0.0) -> None:
+    def __init__(
+        self, budget_minutes: float | None = None, spent: float = 0.0, epochs: int | None = None
+    ) -> None:
         super().__init__()
         self.budget = 60.0 * budget_minutes if budget_minutes else None
-        self.spent, self.last = spent, 0.0
+        self.spent, self.last, self.epochs = spent, 0.0, epochs
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         schedule = getattr(self.model.optimizer, "_learning_rate", None)
         if self.budget and isinstance(schedule, BudgetCosine):
-            schedule.progress.assign((self.spent + self.last / 2) / self.budget)
+            share = (self.spent + self.last / 2) / self.budget
+            if self.epochs:  # whichever ends the run first: the budget or the epoch cap
+                share = max(share, (epoch + 0.5) / self.epochs)
+            schedule.progress.assign(share)
 
     def on_epoch_end(self, epoch, logs=None):
         self.last = time.perf_counter() - self._start
@@ -149,9 +156,10 @@ def divergence_advice(clip: float | None) -> str:
 @keras.saving.register_keras_serializable(package="tfrnn")
 class BudgetCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up over ``warmup_steps``, then cosine decay from ``peak`` to zero as the
-    ``progress`` variable goes from 0 to 1: the share of a time budget spent, which
-    ``EpochTimer`` sets at the start of every epoch. The schedule of a run that trains for
-    a number of minutes rather than a number of epochs."""
+    ``progress`` variable goes from 0 to 1: the share of a time budget spent (or of the
+    epoch cap run, where that is larger), which ``EpochTimer`` sets at the start of every
+    epoch. The schedule of a run that trains for a number of minutes rather than a number
+    of epochs."""
 
     def __init__(self, peak: float, warmup_steps: int) -> None:
         self.peak, self.warmup_steps = float(peak), int(warmup_steps)
@@ -172,7 +180,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> keras.optim
 
     ``schedule="cosine"``: a linear warm-up over the first epoch, then cosine decay to zero
     at the last step of ``config.epochs`` (``steps_per_epoch`` batches each), or at the
-    end of ``config.time_budget`` when there is one (``BudgetCosine``). Weight decay
+    end of ``config.time_budget`` when there is one, or of the epoch cap if that comes
+    first (``BudgetCosine``). Weight decay
     (decoupled, as AdamW) spares the biases. ``config.ema``: the optimizer also keeps an
     exponential moving average of the weights, which validation evaluates and keeps.
     """
@@ -508,7 +517,7 @@ def epoch_callbacks(
     if config.carry_state:
         callbacks.append(ResetStates())
     spent = sum(r["epoch_seconds"] for r in done)
-    callbacks += [StopOnNaN(config.clip), EpochTimer(config.time_budget, spent)]
+    callbacks += [StopOnNaN(config.clip), EpochTimer(config.time_budget, spent, config.epochs)]
     if config.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
