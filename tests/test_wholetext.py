@@ -341,8 +341,12 @@ def test_a_budget_that_buys_few_epochs_gets_the_short_recipe_and_a_resume_keeps_
     chosen, line = for_budget(short, 69, 25)
     assert chosen == dataclasses.replace(short, **SHORT) and "epochs" in line
     long = dataclasses.replace(small, time_budget=1e6)
-    assert for_budget(long, 69, 25) == (long, None)
-    assert for_budget(long, 69, 25, choose_size=True) == (long, None)  # a long budget keeps the width
+    chosen, line = for_budget(long, 69, 25)
+    assert chosen == long and for_budget(long, 69, 25, choose_size=True)[0] == long  # keeps the width
+    # ... and the line says that the epoch cap, not the budget, will end it
+    assert f"its cap of {long.epochs} epochs ends the run first" in line and "pass --epochs" in line
+    uncapped = dataclasses.replace(long, epochs=10**12)
+    assert for_budget(uncapped, 69, 25) == (uncapped, None)  # nothing to say
     # a resumed run keeps what its start chose, whatever the estimate says now
     started_short = {**long.to_dict(), **SHORT, "units": 32}
     assert started_with(long, started_short) == dataclasses.replace(long, **SHORT, units=32)

@@ -82,6 +82,9 @@ SIZE_POWER = 0.75
 #: A budget estimated to buy fewer passes over the training text than this is cut into
 #: about this many epochs (``--epoch-chars``), each validated and a point to resume from.
 BUDGET_EPOCHS = 10
+#: A budget estimated to buy this many times the epoch cap is said to be cut short by the cap
+#: (the estimate over-counts epochs by up to a third: tfrnn.recipe's docstring).
+CAP_SAID = 1.5
 #: What the budget chooses: a resumed run keeps its start's.
 CHOSEN = ("units", *SHORT, "epoch_chars")
 
@@ -140,7 +143,7 @@ def for_budget(
     model (to the widest of ``WIDTHS`` that gets ``size_epochs(train_chars)`` passes)."""
     epochs = budget_epochs(config, vocab_size, steps_per_epoch)
     if epochs >= SHORT_EPOCHS:
-        return config, None
+        return config, _capped(config, epochs)
     chosen = dataclasses.replace(config, **SHORT)
     said = (
         f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here, "
@@ -182,6 +185,20 @@ def epoch_for_budget(
         "pass --epoch-chars to choose"
     )
     return dataclasses.replace(config, epoch_chars=chars), line
+
+
+def _capped(config: TrainConfig, epochs: float) -> str | None:
+    """A line saying that the epoch cap will end the run long before its budget (a long budget
+    on a small text), or None."""
+    if epochs < CAP_SAID * config.epochs:
+        return None
+    minutes = config.time_budget * config.epochs / epochs
+    return (
+        f"recipe: {config.time_budget:g} minutes buy {config.name} about {_about(epochs)} epochs here: "
+        f"its cap of {config.epochs} epochs ends the run first, after about {minutes:.0f} minutes"
+        + (" (the learning rate decays over the epochs)" if config.schedule == "cosine" else "")
+        + "; pass --epochs to train for the whole budget"
+    )
 
 
 def _about(epochs: float) -> str:
