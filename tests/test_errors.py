@@ -130,3 +130,18 @@ def test_a_quiet_run_of_the_installed_command_writes_nothing_to_stderr(tmp_path)
         timeout=300,
     )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["/no/such/recurrence.so"]])
+def test_the_kernel_self_check_run_by_hand_says_how_to_call_it(tmp_path, args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfrnn.kernel_check", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("usage: python -m tfrnn.kernel_check PATH"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -105,6 +105,8 @@ def check_bf16() -> str:
 
 
 def main() -> None:
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
+        raise SystemExit("usage: python -m tfrnn.kernel_check PATH/recurrence-KEY.so (built by tfrnn.kernel)")
     problems = check(Path(sys.argv[1]))
     if problems:
         print("; ".join(problems))
