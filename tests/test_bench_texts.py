@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
+from tfrnn import documents
 
 spec = importlib.util.spec_from_file_location("bench_texts", ROOT / "tools" / "bench_texts.py")
 bench_texts = importlib.util.module_from_spec(spec)
@@ -24,10 +25,15 @@ def test_whole_files_in_path_order_until_the_size_skipping_what_is_not_utf8(tmp_
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["a.py", "b/c.py", "b/latin.py", "b/z.py"]
     skipped: list = []
     # whole files: the second takes it past 6 characters, and the rest are not read
-    assert "".join(bench_texts.whole_files(paths, 6, skipped)) == "aaaa\nccc\n"
+    assert [t for _, t in bench_texts.whole_files(paths, 6, skipped)] == ["aaaa\n", "ccc\n"]
     assert skipped == []
-    assert "".join(bench_texts.whole_files(paths, 100, skipped)) == "aaaa\nccc\nzz\n"
+    files = list(bench_texts.whole_files(paths, 100, skipped))
+    assert [t for _, t in files] == ["aaaa\n", "ccc\n", "zz\n"]
     assert skipped == [tmp_path / "b" / "latin.py"]
+    # written in the order of the SHA-1 of their relative names, as tfrnn.documents ranks them
+    ranked = sorted(files, key=lambda f: documents._rank(f[0].relative_to(tmp_path).as_posix()))
+    assert [t for _, t in ranked] != [t for _, t in files]  # the hash order is not the path order
+    assert bench_texts.hash_order(files, [tmp_path]) == [t for _, t in ranked]
 
 
 def test_an_unknown_text_is_a_one_line_error(tmp_path):
