@@ -48,8 +48,13 @@ Fitted on 3-minute runs of three texts (AMD EPYC Zen 4, 2 cores; `python tools/b
 source). At 15 minutes (the same machine, `--budgets 15`) the recipe's choice was the best
 measured on each text: the book 2 x 512 (the long recipe) 2.081 against 2 x 256 2.153 and 2 x
 128 2.493 (both at the 60-epoch cap); the manuals 2 x 512 (6.2 passes) 1.889 against 1.907 and
-2.153; the source 2 x 256 (2.7) 1.757 against 2 x 128's 1.835 (2 x 512 not run). 60 minutes is
-still to be measured.
+2.153; the source 2 x 256 (2.7) 1.757 against 2 x 128's 1.835 (2 x 512 not run). Those manuals
+were their files by name, which left the digraph table as the validation part; with the
+files in the order of their names' SHA-1 (``tools/bench_texts.py``) the recipe chose the best
+at 3 minutes (2 x 256 1.934; 2 x 128 1.961, 2 x 512 2.205) and was 1.6% behind it at 15
+(2 x 512 1.718, 2 x 256 1.691): within 2%, and no one threshold chooses both winners (4.5
+estimated passes won at 3 minutes, 6.2 lost at 15). At 60 minutes on the book the epoch cap
+ends every width's run; the recipe's 2 x 512 was the best of the three (2.077).
 
 The estimate is made on this machine, for this model and text: the training step's
 arithmetic (three times the forward pass's matrix products) over the rate TensorFlow's
