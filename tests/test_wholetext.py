@@ -97,6 +97,19 @@ def test_stream_layout_counts_every_prediction_once():
     assert index.tolist() == [list(range(100))] and weight.all()
 
 
+def test_a_long_validation_part_is_read_in_more_streams_up_to_the_batch():
+    from tfrnn.evaluate import STREAM_CHARS, validation_streams
+
+    # the book's 8,949 characters and Vim's manuals' 76,576 keep the 8 streams measured
+    assert validation_streams(8_949, 64) == validation_streams(76_576, 64) == 8
+    assert validation_streams(8 * STREAM_CHARS + STREAM_CHARS - 1, 64) == 8
+    assert validation_streams(9 * STREAM_CHARS, 64) == 9
+    assert validation_streams(600_130, 64) == 36  # Python's source: 5% of 12 M characters
+    assert validation_streams(2_621_310, 64) == 64  # 5% of 52 M: no more rows than training's
+    assert validation_streams(2_621_310, 32) == 32
+    assert validation_streams(2_621_310, 4) == 8  # a batch of 4 still validates in 8
+
+
 @pytest.mark.slow
 def test_carried_evaluation_equals_a_one_stream_reference_loop(book_run, parts):
     import keras

@@ -500,16 +500,17 @@ def epoch_callbacks(
     """
     from tfrnn.evaluate import (
         VALIDATION_BURN_IN,
-        VALIDATION_STREAMS,
         CarriedValidation,
         ResetStates,
         StreamScorer,
+        validation_streams,
     )
 
     done = done or []
     callbacks: list = [PerplexityLogs()]
     if "val" in splits.streams:
-        scorer = StreamScorer(config, vocab_size, VALIDATION_STREAMS, VALIDATION_BURN_IN)
+        streams = validation_streams(len(splits.streams["val"]), config.batch_size)
+        scorer = StreamScorer(config, vocab_size, streams, VALIDATION_BURN_IN)
         keep = best if best is not None and keeps_best_epoch(config) else None
         so_far = min((r["val_loss"] for r in done), default=math.inf) if keep and keep.is_file() else math.inf
         advice = divergence_advice(config.clip)
