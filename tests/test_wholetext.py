@@ -98,7 +98,7 @@ def test_stream_layout_counts_every_prediction_once():
 
 
 def test_a_long_validation_part_is_read_in_more_streams_up_to_the_batch():
-    from tfrnn.evaluate import STREAM_CHARS, validation_streams
+    from tfrnn.evaluate import CHUNK, STREAM_CHARS, validation_chunk, validation_streams
 
     # the book's 8,949 characters and Vim's manuals' 76,576 keep the 8 streams measured
     assert validation_streams(8_949, 64) == validation_streams(76_576, 64) == 8
@@ -108,6 +108,9 @@ def test_a_long_validation_part_is_read_in_more_streams_up_to_the_batch():
     assert validation_streams(2_621_310, 64) == 64  # 5% of 52 M: no more rows than training's
     assert validation_streams(2_621_310, 32) == 32
     assert validation_streams(2_621_310, 4) == 8  # a batch of 4 still validates in 8
+    # a call reads as many positions as 8 streams of CHUNK did, whatever the streams
+    assert validation_chunk(8) == CHUNK and validation_chunk(64) == CHUNK // 8
+    assert 36 * validation_chunk(36) <= 8 * CHUNK < 36 * (validation_chunk(36) + 1)
 
 
 @pytest.mark.slow

@@ -44,6 +44,13 @@ def validation_streams(chars: int, most: int) -> int:
     return max(VALIDATION_STREAMS, min(most, chars // STREAM_CHARS))
 
 
+def validation_chunk(streams: int) -> int:
+    """Steps one call of the per-epoch validation reads in ``streams`` streams: as many
+    positions as 8 streams of ``CHUNK`` (a call holds its gates' pre-activations for all of
+    them: 36 streams of 1,024 steps raised 2 x 512's peak memory by 280 MiB)."""
+    return max(1, CHUNK * VALIDATION_STREAMS // streams)
+
+
 #: Characters per stream read in one call (the state is carried between calls).
 CHUNK = 1024
 

@@ -503,6 +503,7 @@ def epoch_callbacks(
         CarriedValidation,
         ResetStates,
         StreamScorer,
+        validation_chunk,
         validation_streams,
     )
 
@@ -510,7 +511,7 @@ def epoch_callbacks(
     callbacks: list = [PerplexityLogs()]
     if "val" in splits.streams:
         streams = validation_streams(len(splits.streams["val"]), config.batch_size)
-        scorer = StreamScorer(config, vocab_size, streams, VALIDATION_BURN_IN)
+        scorer = StreamScorer(config, vocab_size, streams, VALIDATION_BURN_IN, validation_chunk(streams))
         keep = best if best is not None and keeps_best_epoch(config) else None
         so_far = min((r["val_loss"] for r in done), default=math.inf) if keep and keep.is_file() else math.inf
         advice = divergence_advice(config.clip)
