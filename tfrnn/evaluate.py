@@ -29,6 +29,8 @@ from tfrnn.recurrent import use_kernel
 #: Per-epoch validation: parallel streams, and the uncounted characters each reads first.
 VALIDATION_STREAMS = 8
 VALIDATION_BURN_IN = 256
+#: Characters per stream read in one call (the state is carried between calls).
+CHUNK = 1024
 #: A validation part of more than ``VALIDATION_STREAMS`` times this many characters is read in
 #: one stream per this many (``validation_streams``), up to the training batch's rows: a
 #: step's matrix products cost about the same for 8 rows as for 64, so 8 streams over a large
@@ -49,10 +51,6 @@ def validation_chunk(streams: int) -> int:
     positions as 8 streams of ``CHUNK`` (a call holds its gates' pre-activations for all of
     them: 36 streams of 1,024 steps raised 2 x 512's peak memory by 280 MiB)."""
     return max(1, CHUNK * VALIDATION_STREAMS // streams)
-
-
-#: Characters per stream read in one call (the state is carried between calls).
-CHUNK = 1024
 
 
 def stream_layout(n: int, streams: int, burn_in: int) -> tuple[np.ndarray, np.ndarray]:

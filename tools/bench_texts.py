@@ -26,9 +26,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tfrnn.documents import _rank  # noqa: E402
 
 #: Characters each text is built to (whole files: the last one takes it past the figure).
 SIZES = {"vimdoc": 1_500_000, "pysource": 12_000_000, "big50": 50_000_000}
@@ -50,11 +55,6 @@ def python_files(root: Path) -> list[Path]:
         (p for p in root.rglob("*.py") if "site-packages" not in p.relative_to(root).parts),
         key=lambda p: p.relative_to(root).as_posix(),
     )
-
-
-def site_files(root: Path) -> list[Path]:
-    """The ``site-packages`` ``.py`` files under ``root`` by relative path."""
-    return sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())
 
 
 def whole_files(paths: Iterable[Path], chars: int, skipped: list[Path]) -> Iterator[tuple[Path, str]]:
@@ -81,9 +81,7 @@ def hash_order(files: Iterable[tuple[Path, str]], roots: list[Path]) -> list[str
         root = next(r for r in roots if path.is_relative_to(r))
         return path.relative_to(root).as_posix()
 
-    ranked = sorted(
-        files, key=lambda f: hashlib.sha1(name(f[0]).encode("utf-8", "surrogateescape")).hexdigest()
-    )
+    ranked = sorted(files, key=lambda f: _rank(name(f[0])))
     return [text for _, text in ranked]
 
 
@@ -94,7 +92,7 @@ def build(name: str, out: Path) -> dict:
         roots = [root]
     else:
         stdlib, site = Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])
-        sources = python_files(stdlib) + (site_files(site) if name == "big50" else [])
+        sources = python_files(stdlib) + (python_files(site) if name == "big50" else [])
         roots = [site, stdlib]  # site-packages may lie under the standard library's folder
     skipped: list[Path] = []
     files = list(whole_files(sources, SIZES[name], skipped))
